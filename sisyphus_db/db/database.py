@@ -1,0 +1,151 @@
+"""Opening the database: the embedded server by default, any PostgreSQL with pgvector on request.
+
+No engine is built at import time; `open_database` turns settings into a checked
+connection: reachable, with pgvector, and (unless asked otherwise) at the schema
+revision this code expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sisyphus_db.config import Settings
+from sisyphus_db.errors import ConfigError, DatabaseError
+
+logger = logging.getLogger(__name__)
+
+MIN_PGVECTOR = (0, 7)  # halfvec arrived in pgvector 0.7
+
+
+def libpq_url(url: str) -> str:
+    """A URL psycopg and psql accept, whatever SQLAlchemy dialect prefix it carries."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+
+def sqlalchemy_url(url: str) -> str:
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", url)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first meaningful line of a driver error, for one-line messages."""
+    origin = getattr(exc, "orig", None) or exc
+    for line in str(origin).splitlines():
+        line = line.strip()
+        if line:
+            return line.removeprefix("FATAL:").strip()
+    return origin.__class__.__name__
+
+
+@dataclass
+class Database:
+    """A checked connection to the sisyphus database."""
+
+    url: str
+    engine: Engine
+    settings: Settings
+    embedded: bool
+
+    def session(self) -> Session:
+        return sessionmaker(self.engine, expire_on_commit=False)()
+
+    @contextlib.contextmanager
+    def raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A psycopg connection from the pool with pgvector types registered (for COPY)."""
+        from pgvector.psycopg import register_vector
+
+        pooled = self.engine.raw_connection()
+        try:
+            conn = pooled.driver_connection
+            assert isinstance(conn, psycopg.Connection)
+            register_vector(conn)
+            yield conn
+        finally:
+            pooled.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def resolve_url(settings: Settings, *, start: bool = True) -> str:
+    """The database URL: the configured one, or the embedded server's (started on demand)."""
+    if settings.database_url:
+        return settings.database_url
+    from sisyphus_db.db.embedded import EmbeddedServer
+
+    settings.ensure_home()
+    server = EmbeddedServer(settings.home)
+    if start:
+        server.start()
+    return server.socket_url()
+
+
+def connect_engine(url: str) -> Engine:
+    try:
+        engine = sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
+    except ArgumentError:
+        raise ConfigError(f"not a PostgreSQL URL: {redact(url)}") from None
+    except Exception as exc:  # noqa: BLE001 - malformed URLs raise assorted errors
+        raise ConfigError(f"not a usable PostgreSQL URL {redact(url)}: {first_line(exc)}") from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except (DBAPIError, psycopg.Error) as exc:
+        engine.dispose()
+        raise DatabaseError(f"cannot connect to the database at {redact(url)}: {first_line(exc)}") from None
+    return engine
+
+
+def ensure_pgvector(engine: Engine, url: str) -> str:
+    """Make sure pgvector >= 0.7 is installed in the database; returns its version."""
+    with engine.connect() as conn:
+        version = conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+        if version is None:
+            try:
+                conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+                conn.commit()
+            except DBAPIError as exc:
+                raise DatabaseError(
+                    f"the database at {redact(url)} has no pgvector extension and it cannot be created "
+                    f"({first_line(exc)}): install pgvector >= 0.7"
+                ) from None
+            version = conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    parts = tuple(int(p) for p in re.findall(r"\d+", str(version))[:2])
+    if parts < MIN_PGVECTOR:
+        raise DatabaseError(f"pgvector {version} is too old (halfvec needs >= 0.7): ALTER EXTENSION vector UPDATE")
+    return str(version)
+
+
+def open_database(settings: Settings, *, require_schema: bool = True) -> Database:
+    """Connect, check pgvector and, unless `require_schema` is False, the schema revision.
+
+    A brand-new embedded database is migrated on first use; any other database whose
+    schema is missing or older than the code is refused with a one-line SchemaError.
+    """
+    url = resolve_url(settings)
+    engine = connect_engine(url)
+    ensure_pgvector(engine, url)
+    db = Database(url=url, engine=engine, settings=settings, embedded=settings.uses_embedded_database)
+    if require_schema:
+        from sisyphus_db.db import migrate
+
+        if db.embedded and migrate.current_revision(db) is None:
+            logger.info("creating the sisyphus schema in the new embedded database")
+            migrate.upgrade(db)
+        migrate.check_schema(db)
+    return db

@@ -1,0 +1,302 @@
+"""ORM models: the schema that Alembic migrations create, described for SQLAlchemy.
+
+A test compares these models with the migrated database, so the two cannot drift apart.
+Embeddings are `halfvec` without a fixed dimension so several models live side by side;
+per-model indexes cast to the model's dimension (`vec::halfvec(1280)`) in partial indexes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import HALFVEC
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    REAL as Real,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SOURCE_KINDS = ("video", "image", "folder")
+SOURCE_STATES = ("ingesting", "complete")
+KEYFRAME_METHODS = ("image", "scene", "similarity", "iframe", "fps")
+INDEX_BACKENDS = ("faiss", "pgvector")
+INDEX_STATES = ("building", "ready", "failed")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _jsonb() -> Any:
+    return mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Source(Base):
+    """One input: a video file, a single image file, or a folder of images."""
+
+    __tablename__ = "sources"
+    __table_args__ = (
+        UniqueConstraint("uri"),
+        CheckConstraint(_in("kind", SOURCE_KINDS), name="kind"),
+        CheckConstraint(_in("state", SOURCE_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    # 'ingesting' until every frame of the source is stored, so a killed run resumes it.
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="ingesting")
+    fingerprint: Mapped[str | None] = mapped_column(Text)
+    duration_seconds: Mapped[float | None] = mapped_column(Double)
+    fps: Mapped[float | None] = mapped_column(Double)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    codec: Mapped[str | None] = mapped_column(Text)
+    keyframe_method: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, Any]] = _jsonb()
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Frame(Base):
+    """A kept frame: a key frame of a video, or a still image."""
+
+    __tablename__ = "frames"
+    __table_args__ = (
+        # Re-ingesting the same content is a no-op: a source's frame is stored once.
+        UniqueConstraint("source_id", "frame_index", "path"),
+        CheckConstraint("width > 0 AND height > 0", name="positive_size"),
+        CheckConstraint("frame_index >= 0", name="frame_index"),
+        CheckConstraint("pts_seconds >= 0", name="pts_seconds"),
+        CheckConstraint(_in("keyframe_method", KEYFRAME_METHODS), name="keyframe_method"),
+        CheckConstraint("length(sha256) = 64", name="sha256"),
+        Index(None, "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    source_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False
+    )
+    frame_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    pts_seconds: Mapped[float] = mapped_column(Double, nullable=False)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    keyframe_method: Mapped[str] = mapped_column(Text, nullable=False)
+    keyframe_score: Mapped[float | None] = mapped_column(Real)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+
+
+class Model(Base):
+    """An embedding model: name, output dimension, weights checksum and preprocessing."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        UniqueConstraint("name"),
+        CheckConstraint("dim > 0 AND dim <= 4000", name="dim"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    weights_sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    pooling: Mapped[str | None] = mapped_column(Text)
+    preprocessing: Mapped[dict[str, Any]] = _jsonb()
+    created_at: Mapped[datetime] = _now()
+
+
+class Embedding(Base):
+    """One frame's L2-normalised vector under one model, stored as halfvec."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (Index(None, "model_id", "frame_id"),)
+
+    frame_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    vec: Mapped[Any] = mapped_column(HALFVEC(), nullable=False)
+
+
+class AnnIndex(Base):
+    """Registry of derived indexes: which model, which frames (watermark), which file."""
+
+    __tablename__ = "ann_indexes"
+    __table_args__ = (
+        UniqueConstraint("model_id", "backend"),
+        CheckConstraint(_in("backend", INDEX_BACKENDS), name="backend"),
+        CheckConstraint(_in("state", INDEX_STATES), name="state"),
+        CheckConstraint("ntotal >= 0", name="ntotal"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(always=True), primary_key=True)
+    model_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False
+    )
+    backend: Mapped[str] = mapped_column(Text, nullable=False)
+    factory: Mapped[str] = mapped_column(Text, nullable=False)
+    metric: Mapped[str] = mapped_column(Text, nullable=False)
+    path: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(Text)
+    ntotal: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # The highest frame id the index holds; `index update` adds the frames above it.
+    watermark: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    params: Mapped[dict[str, Any]] = _jsonb()
+    recall_at_10: Mapped[float | None] = mapped_column(Double)
+    build_seconds: Mapped[float | None] = mapped_column(Double)
+    device: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="building")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class SearchRun(Base):
+    """One search: what was asked, how, and how long it took."""
+
+    __tablename__ = "search_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    model_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("models.id", ondelete="SET NULL")
+    )
+    query: Mapped[dict[str, Any]] = _jsonb()
+    filter: Mapped[str | None] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(Text, nullable=False)
+    k: Mapped[int] = mapped_column(Integer, nullable=False)
+    params: Mapped[dict[str, Any]] = _jsonb()
+    elapsed_ms: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[datetime] = _now()
+
+
+class SearchResult(Base):
+    """One ranked hit of a search run."""
+
+    __tablename__ = "search_results"
+    __table_args__ = (CheckConstraint("rank >= 1", name="rank"), Index(None, "frame_id"))
+
+    run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("search_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    frame_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), nullable=False
+    )
+    distance: Mapped[float] = mapped_column(Real, nullable=False)
+
+
+class Label(Base):
+    """A label on a frame: positive or negative, by a person or propagated from a search."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("frame_id", "label"), Index(None, "label"))
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), nullable=False
+    )
+    label: Mapped[str] = mapped_column(Text, nullable=False)
+    positive: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    origin: Mapped[str] = mapped_column(Text, nullable=False, server_default="human")
+    run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("search_runs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _now()
+
+
+class IngestError(Base):
+    """An input that could not be ingested, and why; the run went on without it."""
+
+    __tablename__ = "ingest_errors"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text, nullable=False)
+    source_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("sources.id", ondelete="SET NULL")
+    )
+    stage: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class KnnEdge(Base):
+    """The k-nearest-neighbour graph of a model's frames (`sisyphus knn-graph`)."""
+
+    __tablename__ = "knn_edges"
+    __table_args__ = (CheckConstraint("rank >= 1", name="rank"), Index(None, "neighbor_id"))
+
+    model_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    frame_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    neighbor_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), nullable=False
+    )
+    distance: Mapped[float] = mapped_column(Real, nullable=False)
+
+
+class EvalRun(Base):
+    """One evaluation (`sisyphus eval ...`): what was measured and on which data."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    params: Mapped[dict[str, Any]] = _jsonb()
+    created_at: Mapped[datetime] = _now()
+
+
+class EvalMetric(Base):
+    """One figure of an evaluation, e.g. r@10 of exact search on rotate_90 queries."""
+
+    __tablename__ = "eval_metrics"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("eval_runs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    backend: Mapped[str] = mapped_column(Text, nullable=False)
+    factory: Mapped[str | None] = mapped_column(Text)
+    subset: Mapped[str] = mapped_column(Text, nullable=False)
+    metric: Mapped[str] = mapped_column(Text, nullable=False)
+    value: Mapped[float] = mapped_column(Double, nullable=False)
