@@ -86,17 +86,17 @@ def discover(paths: Sequence[Path | str]) -> Discovery:
         try:
             resolved = path.resolve(strict=True)
         except FileNotFoundError:
-            result.errors.append(InputFailure(path.absolute(), "no such file or directory"))
+            _fail(result, path.absolute(), "no such file or directory")
             continue
         except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop on older Pythons
-            result.errors.append(InputFailure(path.absolute(), _os_reason(exc)))
+            _fail(result, path.absolute(), _os_reason(exc))
             continue
         if resolved.is_dir():
             _discover_folder(resolved, result, seen)
         elif resolved.is_file():
             _discover_file(resolved, result, seen)
         else:
-            result.errors.append(InputFailure(resolved, "not a regular file or folder"))
+            _fail(result, resolved, "not a regular file or folder")
     logger.debug(
         "discovered %d videos, %d images in %d groups, %d errors, %d ignored",
         len(result.videos),
@@ -112,10 +112,10 @@ def _discover_file(path: Path, result: Discovery, seen: set[Path]) -> None:
     kind = media_kind(path)
     if kind is None:
         suffix = path.suffix.lower() or "(no extension)"
-        result.errors.append(InputFailure(path, f"unsupported file type {suffix}"))
+        _fail(result, path, f"unsupported file type {suffix}")
         return
     if not os.access(path, os.R_OK):
-        result.errors.append(InputFailure(path, "permission denied"))
+        _fail(result, path, "permission denied")
         return
     if path in seen:
         return
@@ -137,7 +137,7 @@ def _discover_folder(root: Path, result: Discovery, seen: set[Path]) -> None:
             with os.scandir(folder) as scan:
                 entries = sorted(scan, key=lambda entry: entry.name)
         except OSError as exc:
-            result.errors.append(InputFailure(folder, _os_reason(exc)))
+            _fail(result, folder, _os_reason(exc))
             continue
         subfolders: list[Path] = []
         for entry in entries:
@@ -152,7 +152,7 @@ def _discover_folder(root: Path, result: Discovery, seen: set[Path]) -> None:
                     continue
                 is_file = entry.is_file(follow_symlinks=True)
             except OSError as exc:
-                result.errors.append(InputFailure(entry_path, _os_reason(exc)))
+                _fail(result, entry_path, _os_reason(exc))
                 continue
             kind = media_kind(entry_path) if is_file else None
             if kind is None:
@@ -160,7 +160,7 @@ def _discover_folder(root: Path, result: Discovery, seen: set[Path]) -> None:
                 continue
             file_path = entry_path.resolve()
             if not os.access(file_path, os.R_OK):
-                result.errors.append(InputFailure(file_path, "permission denied"))
+                _fail(result, file_path, "permission denied")
                 continue
             if file_path in seen:
                 continue
@@ -173,6 +173,12 @@ def _discover_folder(root: Path, result: Discovery, seen: set[Path]) -> None:
         stack.extend(reversed(subfolders))
     if images:
         result.image_groups.append(ImageGroup(root=root, kind="folder", images=images))
+
+
+def _fail(result: Discovery, path: Path, reason: str) -> None:
+    # A path can be reached twice (given directly and found under a folder): report once.
+    if all(failure.path != path for failure in result.errors):
+        result.errors.append(InputFailure(path, reason))
 
 
 def _os_reason(exc: BaseException) -> str:

@@ -160,7 +160,7 @@ def write_test_image(
     if mode == "I;16":
         # Spread 8-bit luminance over the 16-bit range, as a real 16-bit scan would.
         gray = np.asarray(image.convert("L"), dtype=np.uint16) * 257
-        image = Image.fromarray(gray, mode="I;16")
+        image = Image.fromarray(gray)  # uint16 arrays become mode I;16
     elif mode != "RGB":
         image = image.convert(mode)
     exif = Image.Exif()
