@@ -54,29 +54,44 @@ def first_line(exc: BaseException) -> str:
 
 @dataclass
 class Database:
-    """A checked connection to the sisyphus database."""
+    """A checked connection to the sisyphus database.
+
+    Library code does its work in `transaction()` blocks. When `bound` is set (tests),
+    every block is a savepoint inside that one connection's transaction, so a test's
+    writes are rolled back at its end.
+    """
 
     url: str
     engine: Engine
     settings: Settings
     embedded: bool
+    bound: sa.Connection | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """A connection in a transaction that commits at the end of the block."""
+        if self.bound is not None:
+            with self.bound.begin_nested():
+                yield self.bound
+            return
+        with self.engine.begin() as conn:
+            yield conn
 
     def session(self) -> Session:
+        if self.bound is not None:
+            return Session(bind=self.bound, join_transaction_mode="create_savepoint", expire_on_commit=False)
         return sessionmaker(self.engine, expire_on_commit=False)()
 
     @contextlib.contextmanager
-    def raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A psycopg connection from the pool with pgvector types registered (for COPY)."""
+    def copy_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A psycopg connection inside a transaction, pgvector types registered, for binary COPY."""
         from pgvector.psycopg import register_vector
 
-        pooled = self.engine.raw_connection()
-        try:
-            conn = pooled.driver_connection
-            assert isinstance(conn, psycopg.Connection)
-            register_vector(conn)
-            yield conn
-        finally:
-            pooled.close()
+        with self.transaction() as conn:
+            driver = conn.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            register_vector(driver)
+            yield driver
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -195,7 +195,9 @@ class EmbeddedServer:
             out.seek(0)
             output = out.read()
         if check and result.returncode != 0:
-            last = output.strip().splitlines()[-1] if output.strip() else f"exit code {result.returncode}"
+            lines = output.strip().splitlines()
+            errors = [line for line in lines if "error" in line.lower() or "fatal" in line.lower()]
+            last = (errors or lines or [f"exit code {result.returncode}"])[0]
             raise DatabaseError(f"{Path(args[0]).name} failed: {last} (log: {self.log_path})")
         return subprocess.CompletedProcess(command, result.returncode, output, "")
 

@@ -1,0 +1,101 @@
+"""The `sisyphus` console script: a thin Typer layer over the library.
+
+Commands parse options, call the library and render; library errors are SisyphusError
+subclasses, printed as one line on stderr with a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from sisyphus_db import __version__
+from sisyphus_db.cli import db as db_commands
+from sisyphus_db.cli.context import CliState
+from sisyphus_db.errors import SisyphusError
+
+app = typer.Typer(
+    name="sisyphus",
+    help="Find rare scenes in huge image and video corpora: key frames, CNN embeddings, "
+    "PostgreSQL + pgvector, and a faiss sidecar index.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db_commands.app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sisyphus-db {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="PostgreSQL URL to use instead of the embedded server "
+                     "(default: $SISYPHUS_DATABASE_URL)."),
+    ] = None,
+    home: Annotated[
+        str | None,
+        typer.Option("--home", help="Data directory (default: $SISYPHUS_HOME or a per-user data dir)."),
+    ] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")] = 0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = CliState(database_url=database_url, home=home)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register_commands() -> None:
+    # Imported here so each module can import `app`-independent helpers without cycles.
+    from sisyphus_db.cli import commands
+
+    commands.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning library errors into one line on stderr."""
+    try:
+        code = app(args=argv, prog_name="sisyphus", standalone_mode=False)
+    except SisyphusError as exc:
+        _fail(str(exc), exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except KeyboardInterrupt:
+        _fail("interrupted: run the same command again to resume", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception as exc:  # noqa: BLE001 - a bug must still not spill a traceback on users
+        if os.environ.get("SISYPHUS_DEBUG"):
+            raise
+        _fail(f"internal error: {exc.__class__.__name__}: {exc} (set SISYPHUS_DEBUG=1 for a traceback)", 70)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    sys.stderr.write(f"Error: {first}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
