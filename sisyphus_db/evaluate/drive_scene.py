@@ -39,7 +39,7 @@ _DASH_LENGTH, _DASH_PERIOD = 3.0, 12.0
 _CRUISE_SPEED = 22.0  # m/s, about 80 km/h
 
 # Blockage layout, in metres relative to its nearest element (the warning sign).
-_BLOCK_START_Z = 40.0  # where the sign is when the interval starts
+_BLOCK_START_Z = 30.0  # where the sign is when the interval starts
 _BLOCK_DEPTH = 26.0  # the farthest element
 _BLOCK_END_Z = 4.0  # where the farthest element is when the interval ends (last cones in view)
 
