@@ -31,7 +31,7 @@ DEFAULT_MIN_GAP_SECONDS = 0.25
 # that a pedestrian entering the frame still moves the numbers.
 _THUMB_SIZE = (32, 24)
 _HIST_SIZE = (64, 48)
-_HUE_BINS, _SAT_BINS, _VAL_BINS = 16, 4, 4
+_HIST_BINS = (8, 6, 6)  # Y, Cb, Cr
 # Sampling-step tolerance, as in video.iter_video_frames: pts in coarse time bases land a
 # hair before the exact step.
 _PTS_EPSILON = 1e-3
@@ -56,7 +56,7 @@ class KeyframeSelector(Protocol):
 
 @dataclass(frozen=True)
 class FrameSignature:
-    """A cheap summary of a frame: joint HSV histogram and a tiny RGB thumbnail."""
+    """A cheap summary of a frame: joint YCbCr histogram and a tiny RGB thumbnail."""
 
     histogram: np.ndarray
     thumbnail: np.ndarray
@@ -66,33 +66,57 @@ def frame_signature(rgb: np.ndarray) -> FrameSignature:
     """Summarise an H x W x 3 uint8 frame for scene-change scoring."""
     image = Image.fromarray(rgb)
     small = image.resize(_HIST_SIZE, Image.Resampling.BOX)
-    hsv = np.asarray(small.convert("HSV"), dtype=np.int64)
-    # Pillow's HSV channels are all 0..255; bin each and build one joint histogram, so a
-    # black-to-white cut (same hue and saturation) still moves the whole mass.
-    hue = hsv[..., 0] * _HUE_BINS // 256
-    sat = hsv[..., 1] * _SAT_BINS // 256
-    val = hsv[..., 2] * _VAL_BINS // 256
-    joint = (hue * _SAT_BINS + sat) * _VAL_BINS + val
-    counts = np.bincount(joint.ravel(), minlength=_HUE_BINS * _SAT_BINS * _VAL_BINS)
-    histogram = counts.astype(np.float64) / counts.sum()
+    # YCbCr rather than HSV: hue is undefined (pure noise) on the grey pixels that fill
+    # roads and skies, while Cb/Cr are simply near the centre there.
+    ycc = np.asarray(small.convert("YCbCr"), dtype=np.float64).reshape(-1, 3)
+    histogram = _soft_histogram(ycc, _HIST_BINS)
     thumbnail = np.asarray(small.resize(_THUMB_SIZE, Image.Resampling.BOX), dtype=np.float64) / 255.0
     return FrameSignature(histogram=histogram, thumbnail=thumbnail)
 
 
+def _soft_histogram(values: np.ndarray, bins: tuple[int, int, int]) -> np.ndarray:
+    """Joint histogram of N x 3 values in 0..255, each pixel shared between neighbouring bins.
+
+    Hard bins make a pixel sitting on a bin edge flip bins on compression noise, and a
+    smooth gradient has many such pixels; linear sharing makes the histogram a
+    continuous function of the pixel values.
+    """
+    lows, fracs = [], []
+    for axis, count in enumerate(bins):
+        position = values[:, axis] * (count / 256.0) - 0.5
+        low = np.clip(np.floor(position), 0, count - 1)
+        lows.append(low.astype(np.int64))
+        fracs.append(np.clip(position - low, 0.0, 1.0))
+    histogram = np.zeros(bins[0] * bins[1] * bins[2], dtype=np.float64)
+    for corner in range(8):
+        index = np.zeros(len(values), dtype=np.int64)
+        weight = np.ones(len(values), dtype=np.float64)
+        for axis, count in enumerate(bins):
+            upper = (corner >> axis) & 1
+            index = index * count + np.minimum(lows[axis] + upper, count - 1)
+            weight = weight * (fracs[axis] if upper else 1.0 - fracs[axis])
+        histogram += np.bincount(index, weights=weight, minlength=histogram.size)
+    return histogram / histogram.sum()
+
+
 def signature_distance(a: FrameSignature, b: FrameSignature) -> float:
-    """0 (identical) .. 1 (nothing alike): mean of histogram and pixel differences.
+    """0 (identical) .. 1 (nothing alike): the larger of a histogram and a pixel difference.
 
     The histogram term (total variation) catches cuts between scenes of different colour
-    make-up and ignores motion; the pixel term catches cuts between scenes of similar
-    colours and the layout drift of a continuous drive.
+    make-up and ignores motion; the pixel term (mean absolute difference of thumbnails)
+    catches cuts between scenes of similar colours and the layout drift of a continuous
+    drive, where the colour make-up hardly changes. Either one alone is enough to keep.
     """
     histogram_term = 0.5 * float(np.abs(a.histogram - b.histogram).sum())
     pixel_term = float(np.abs(a.thumbnail - b.thumbnail).mean())
-    return 0.5 * histogram_term + 0.5 * pixel_term
+    return max(histogram_term, pixel_term)
 
 
 class SceneSelector:
-    """Keep a frame when it differs enough from the last kept one (a cut, or enough drift).
+    """Keep a frame when it differs from the last kept one by more than `threshold`.
+
+    Comparing with the last kept frame (not the previous one) means slow drift, as in a
+    continuous drive, adds up until a new sample is taken, while a cut is kept at once.
 
     The first frame is always kept (score 1.0). A frame closer than `min_gap_seconds` to
     the last kept one is never kept (no bursts on flicker); the next frame that still
@@ -128,7 +152,7 @@ class SceneSelector:
         if gap + _PTS_EPSILON < self.min_gap_seconds:
             return None
         score = signature_distance(signature, self._last_signature)
-        if score >= self.threshold:
+        if score > self.threshold:
             return self._keep(signature, frame.pts_seconds, score)
         if self.max_gap_seconds is not None and gap + _PTS_EPSILON >= self.max_gap_seconds:
             return self._keep(signature, frame.pts_seconds, score)
