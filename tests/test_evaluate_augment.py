@@ -10,8 +10,19 @@ from sisyphus_db.errors import InputError
 from sisyphus_db.evaluate.augment import AUGMENTATIONS, apply, apply_all, combination_names
 
 EXPECTED_NAMES = [
-    "rotate_25", "rotate_90", "center_crop_0.5", "resize_0.5", "blur", "jpeg_50", "hue",
-    "contrast_0.5", "contrast_2", "brightness_0.5", "brightness_2", "hflip", "overlay_text",
+    "rotate_25",
+    "rotate_90",
+    "center_crop_0.5",
+    "resize_0.5",
+    "blur",
+    "jpeg_50",
+    "hue",
+    "contrast_0.5",
+    "contrast_2",
+    "brightness_0.5",
+    "brightness_2",
+    "hflip",
+    "overlay_text",
     "random_combination",
 ]
 
@@ -90,7 +101,7 @@ def test_hue_turns_red_to_yellow_green() -> None:
 
 def test_overlay_text_changes_only_a_region_of_the_lower_half(picture: Image.Image) -> None:
     changed = np.any(_array(apply("overlay_text", picture, 3)) != _array(picture), axis=-1)
-    rows, cols = np.nonzero(changed)
+    rows, _cols = np.nonzero(changed)
     assert changed.sum() > 20
     assert rows.min() >= 60  # the text goes in the lower half
     assert changed.mean() < 0.2  # and covers only a small part of the picture
@@ -130,5 +141,7 @@ def test_non_rgb_input_is_converted(picture: Image.Image) -> None:
 
 
 def test_unknown_name_is_an_input_error(picture: Image.Image) -> None:
-    with pytest.raises(InputError, match=r"^unknown augmentation 'sepia'; choose from: rotate_25, "):
+    with pytest.raises(
+        InputError, match=r"^unknown augmentation 'sepia'; choose from: rotate_25, "
+    ):
         apply("sepia", picture)

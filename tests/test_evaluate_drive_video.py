@@ -40,7 +40,9 @@ def short_drive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DriveVi
     return path, truth
 
 
-def test_video_decodes_with_expected_frames_and_fps(short_drive: tuple[Path, DriveVideoTruth]) -> None:
+def test_video_decodes_with_expected_frames_and_fps(
+    short_drive: tuple[Path, DriveVideoTruth],
+) -> None:
     path, truth = short_drive
     frames, fps, codec = _decode(path)
     assert truth == DriveVideoTruth(
@@ -88,7 +90,7 @@ def test_default_intervals_are_short_rare_and_inside(seed: int) -> None:
     assert 2 <= len(intervals) <= 3
     covered = sum(end - start for start, end in intervals)
     assert 0.045 * 120 <= covered <= 0.085 * 120
-    for (start, end), following in zip(intervals, intervals[1:] + [(120.0, 120.0)]):
+    for (start, end), following in zip(intervals, [*intervals[1:], (120.0, 120.0)], strict=True):
         assert 0 <= start < end <= following[0] <= 120
         assert round(start * 10) == pytest.approx(start * 10)  # on the frame grid
 
@@ -109,7 +111,9 @@ def test_default_intervals_are_short_rare_and_inside(seed: int) -> None:
         ),
     ],
 )
-def test_bad_settings_are_input_errors(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+def test_bad_settings_are_input_errors(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
     settings: dict[str, object] = {"duration_s": 6, "fps": 10, "size": (160, 96)}
     settings.update(kwargs)
     with pytest.raises(InputError, match=message):

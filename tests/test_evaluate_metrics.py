@@ -170,7 +170,9 @@ def test_expected_frames_without_tool() -> None:
     assert expected_frames_without_tool(10, 10, 10) == pytest.approx(10.0)
     # The rarer the scene, the longer the search: 1 in 10_000 vs 1 in 100.
     assert expected_frames_without_tool(10_000, 1, 1) > expected_frames_without_tool(10_000, 100, 1)
-    with pytest.raises(InputError, match=r"^target_found \(3\) exceeds the number of relevant frames \(2\)$"):
+    with pytest.raises(
+        InputError, match=r"^target_found \(3\) exceeds the number of relevant frames \(2\)$"
+    ):
         expected_frames_without_tool(10, 2, 3)
 
 

@@ -114,7 +114,7 @@ def overlay_text(image: Image.Image, rng: Random) -> Image.Image:
     size = max(8, height // 10)
     font = ImageFont.load_default(size=size)
     draw = ImageDraw.Draw(out)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), text, font=font))
     x_room = max(0, width - (right - left))
     x = rng.randint(0, x_room) - left
     # The lower half, as in the paper's captions/watermarks, and never off the bottom.

@@ -19,15 +19,16 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from random import Random
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-logger = logging.getLogger(__name__)
+from sisyphus_db.evaluate import drive_props as props
+from sisyphus_db.evaluate.drive_props import RGB, Camera, Point, Tree, Vehicle
 
-RGB = tuple[int, int, int]
-Point = tuple[float, float]
+logger = logging.getLogger(__name__)
 
 _SUPERSAMPLE = 2
 _CAMERA_HEIGHT = 1.4
@@ -44,34 +45,16 @@ _BLOCK_DEPTH = 26.0  # the farthest element
 _BLOCK_END_Z = 4.0  # where the farthest element is when the interval ends (last cones in view)
 
 _CAR_COLOURS: tuple[RGB, ...] = (
-    (236, 236, 236), (172, 174, 180), (32, 32, 36), (32, 52, 112),
-    (150, 26, 26), (42, 82, 58), (192, 176, 140), (92, 132, 172), (96, 96, 100),
+    (236, 236, 236),
+    (172, 174, 180),
+    (32, 32, 36),
+    (32, 52, 112),
+    (150, 26, 26),
+    (42, 82, 58),
+    (192, 176, 140),
+    (92, 132, 172),
+    (96, 96, 100),
 )
-
-
-@dataclass(frozen=True)
-class _Car:
-    """A vehicle seen from behind, moving along a lane on a piecewise-linear Z(t)."""
-
-    lane_x: float
-    times: tuple[float, ...]
-    zs: tuple[float, ...]
-    colour: RGB
-    width: float
-    height: float
-
-    def z_at(self, t: float) -> float | None:
-        if t < self.times[0] or t > self.times[-1]:
-            return None
-        return float(np.interp(t, self.times, self.zs))
-
-
-@dataclass(frozen=True)
-class _Tree:
-    s: float  # distance along the route, metres
-    x: float
-    height: float
-    crown: RGB
 
 
 @dataclass(frozen=True)
@@ -80,14 +63,6 @@ class _Cloud:
     y_frac: float  # height in the sky, 0 = top of the image, 1 = horizon
     drift: float  # radians per second of their own wind drift
     sprite: int
-
-
-def _shade(colour: RGB, factor: float) -> RGB:
-    return (
-        min(255, int(colour[0] * factor)),
-        min(255, int(colour[1] * factor)),
-        min(255, int(colour[2] * factor)),
-    )
 
 
 class DriveScene:
@@ -111,6 +86,9 @@ class DriveScene:
         self._height = size[1] * _SUPERSAMPLE
         self._focal = 0.85 * self._width
         self._horizon = 0.42 * self._height
+        self._camera = Camera(
+            width=self._width, focal=self._focal, horizon=self._horizon, height=_CAMERA_HEIGHT
+        )
         self._phases = [self._rng.uniform(0, 2 * math.pi) for _ in range(6)]
         self._plan_motion()
         self._trees = self._plan_trees()
@@ -134,8 +112,8 @@ class DriveScene:
 
         Inside a blockage interval the speed is set so that the road works travel from
         `_BLOCK_START_Z` ahead until their last cone is `_BLOCK_END_Z` ahead, exactly over
-        the interval;
-        distance is integrated from speed, so lane dashes and trees stay consistent.
+        the interval. Distance is integrated from speed, so lane dashes, trees and road
+        works all move consistently.
         """
         times = np.arange(self.n_frames + 1) / self.fps
         speed = np.full(times.shape, _CRUISE_SPEED)
@@ -155,23 +133,23 @@ class DriveScene:
         self._travelled = np.concatenate([[0.0], np.cumsum(step[:-1])])
         self._heading = np.concatenate([[0.0], np.cumsum((self._curvature * step)[:-1])])
         # The sign of each blockage sits at a fixed spot of the route.
-        self._blockage_s = []
+        self._blockage_s: list[float] = []
         for start, _ in self.blockages:
             first = min(self.n_frames, math.ceil(start * self.fps - 1e-9))
-            self._blockage_s.append(self._travelled[first] + _BLOCK_START_Z)
+            self._blockage_s.append(float(self._travelled[first]) + _BLOCK_START_Z)
 
-    def _plan_trees(self) -> list[_Tree]:
+    def _plan_trees(self) -> list[Tree]:
         """Roadside trees with a density that changes along the route (fields vs woods)."""
         rng = self._rng
         route = float(self._travelled[-1]) + _FAR_Z + 50
-        trees: list[_Tree] = []
+        trees: list[Tree] = []
         for side in (-1.0, 1.0):
             s = -20.0
             while s < route:
                 density = 0.5 + 0.5 * math.sin(s / 180 + self._phases[2] + side)
                 s += rng.uniform(6, 18) / (0.25 + density)
                 trees.append(
-                    _Tree(
+                    Tree(
                         s=s,
                         x=side * rng.uniform(9.5, 26),
                         height=rng.uniform(4, 10),
@@ -180,14 +158,14 @@ class DriveScene:
                 )
         return trees
 
-    def _plan_cars(self) -> list[_Car]:
+    def _plan_cars(self) -> list[Vehicle]:
         rng = self._rng
         duration = self.n_frames / self.fps
-        cars: list[_Car] = []
+        cars: list[Vehicle] = []
 
-        def new_car(lane_x: float, times: list[float], zs: list[float]) -> _Car:
+        def new_car(lane_x: float, times: list[float], zs: list[float]) -> Vehicle:
             truck = rng.random() < 0.12
-            return _Car(
+            return Vehicle(
                 lane_x=lane_x + rng.uniform(-0.25, 0.25),
                 times=tuple(times),
                 zs=tuple(zs),
@@ -196,7 +174,7 @@ class DriveScene:
                 height=rng.uniform(3.2, 3.8) if truck else rng.uniform(1.35, 1.8),
             )
 
-        def fits(candidate: _Car) -> bool:
+        def fits(candidate: Vehicle) -> bool:
             # Cars in one lane keep 12 m apart; checking every half second is plenty.
             for other in cars:
                 if abs(other.lane_x - candidate.lane_x) > 1.0:
@@ -209,7 +187,7 @@ class DriveScene:
                     t += 0.5
             return True
 
-        def near_blockage(candidate: _Car) -> bool:
+        def near_blockage(candidate: Vehicle) -> bool:
             # The right lane is the closed one: keep its traffic away from the works.
             return any(
                 candidate.times[0] < end + 1 and candidate.times[-1] > start - 1
@@ -287,13 +265,6 @@ class DriveScene:
         column = np.where(rows < self._horizon, sky, grass)
         return np.repeat(column[:, None, :], self._width, axis=1).astype(np.uint8)
 
-    # ------------------------------------------------------------------ projection
-
-    def _project(self, x: float, z: float, y: float, bend: float) -> Point:
-        screen_x = self._width / 2 + self._focal * (x + 0.5 * bend * z * z) / z
-        screen_y = self._horizon + self._focal * (_CAMERA_HEIGHT - y) / z
-        return screen_x, screen_y
-
     # ------------------------------------------------------------------ drawing
 
     def render(self, frame: int) -> np.ndarray:
@@ -325,8 +296,10 @@ class DriveScene:
     def _apply_lighting(self, pixels: np.ndarray, t: float) -> np.ndarray:
         # Slow drift of exposure and colour temperature, like passing cloud cover.
         p = self._phases
-        gain = 1.0 + 0.13 * math.sin(2 * math.pi * t / 71 + p[3]) + 0.05 * math.sin(
-            2 * math.pi * t / 23 + p[4]
+        gain = (
+            1.0
+            + 0.13 * math.sin(2 * math.pi * t / 71 + p[3])
+            + 0.05 * math.sin(2 * math.pi * t / 23 + p[4])
         )
         warmth = 0.05 * math.sin(2 * math.pi * t / 97 + p[5])
         ramp = np.arange(256, dtype=np.float32)
@@ -351,14 +324,18 @@ class DriveScene:
         xs = np.arange(0, self._width + 8, 8, dtype=np.float64)
         angle = heading + (xs - self._width / 2) / self._focal
         for layer, (colour, scale) in enumerate((((120, 140, 150), 1.0), ((70, 105, 70), 0.55))):
-            height = scale * self._height * (
-                0.05
-                + 0.03 * np.sin(3 * angle + p[layer])
-                + 0.02 * np.sin(7 * angle + p[layer + 2])
-                + 0.01 * np.sin(17 * angle + p[layer + 3])
+            height = (
+                scale
+                * self._height
+                * (
+                    0.05
+                    + 0.03 * np.sin(3 * angle + p[layer])
+                    + 0.02 * np.sin(7 * angle + p[layer + 2])
+                    + 0.01 * np.sin(17 * angle + p[layer + 3])
+                )
             )
             ys = self._horizon - height
-            outline = list(zip(xs.tolist(), ys.tolist()))
+            outline = list(zip(xs.tolist(), ys.tolist(), strict=True))
             draw.polygon(
                 [(0.0, self._horizon + 1), *outline, (float(self._width), self._horizon + 1)],
                 fill=colour,
@@ -369,8 +346,8 @@ class DriveScene:
     ) -> list[Point]:
         # Geometric spacing: equal steps on screen need ever longer steps in depth.
         zs = np.geomspace(z_near, z_far, n)
-        left = [self._project(x_left, float(z), 0.0, bend) for z in zs]
-        right = [self._project(x_right, float(z), 0.0, bend) for z in zs[::-1]]
+        left = [self._camera.project(x_left, float(z), 0.0, bend) for z in zs]
+        right = [self._camera.project(x_right, float(z), 0.0, bend) for z in zs[::-1]]
         return left + right
 
     def _draw_road(
@@ -382,7 +359,9 @@ class DriveScene:
     ) -> None:
         near = 0.8 * self._focal * _CAMERA_HEIGHT / (self._height - self._horizon)
         draw.polygon(self._road_strip(-7.5, 7.5, near, _FAR_Z, bend), fill=(150, 140, 115))
-        draw.polygon(self._road_strip(-_ROAD_HALF, _ROAD_HALF, near, _FAR_Z, bend), fill=(84, 84, 88))
+        draw.polygon(
+            self._road_strip(-_ROAD_HALF, _ROAD_HALF, near, _FAR_Z, bend), fill=(84, 84, 88)
+        )
         for edge in (-_ROAD_HALF + 0.25, _ROAD_HALF - 0.25):
             draw.polygon(
                 self._road_strip(edge - 0.08, edge + 0.08, near, 120.0, bend), fill=(225, 225, 215)
@@ -393,7 +372,8 @@ class DriveScene:
             zs = (max(near, z0 + 12.0), z0 + _BLOCK_DEPTH + 1.0)
             if zs[1] > zs[0]:
                 draw.polygon(
-                    self._road_strip(2.1, _ROAD_HALF - 0.5, zs[0], zs[1], bend, 8), fill=(120, 95, 70)
+                    self._road_strip(2.1, _ROAD_HALF - 0.5, zs[0], zs[1], bend, 8),
+                    fill=(120, 95, 70),
                 )
         phase = travelled % _DASH_PERIOD
         for lane_line in (-_LANE_WIDTH / 2, _LANE_WIDTH / 2):
@@ -417,37 +397,15 @@ class DriveScene:
         for tree in self._trees:
             z = tree.s - travelled
             if _NEAR_Z < z < 160.0:
-                items.append((z, lambda tree=tree, z=z: self._paint_tree(draw, tree, z, bend)))
+                items.append((z, partial(props.paint_tree, draw, self._camera, tree, z, bend)))
         # Reflector posts every 50 m give the verge motion even in open fields.
         post = 50.0 - travelled % 50.0
         while post < 120.0:
             for side in (-7.0, 7.0):
                 if post > _NEAR_Z:
-                    items.append(
-                        (post, lambda x=side, z=post: self._paint_post(draw, x, z, bend))
-                    )
+                    paint = partial(props.paint_post, draw, self._camera, side, post, bend)
+                    items.append((post, paint))
             post += 50.0
-
-    def _paint_tree(self, draw: ImageDraw.ImageDraw, tree: _Tree, z: float, bend: float) -> None:
-        bx, by = self._project(tree.x, z, 0.0, bend)
-        _, ty = self._project(tree.x, z, tree.height, bend)
-        scale = self._focal / z
-        trunk = max(1.0, 0.25 * scale)
-        draw.rectangle((bx - trunk, (by + ty) / 2, bx + trunk, by), fill=(85, 60, 40))
-        radius = 0.3 * tree.height * scale
-        cy = ty + radius
-        draw.ellipse((bx - radius, ty, bx + radius, cy + radius), fill=tree.crown)
-        highlight = _shade(tree.crown, 1.25)
-        draw.ellipse(
-            (bx - 0.6 * radius, ty + 0.15 * radius, bx + 0.2 * radius, cy), fill=highlight
-        )
-
-    def _paint_post(self, draw: ImageDraw.ImageDraw, x: float, z: float, bend: float) -> None:
-        bx, by = self._project(x, z, 0.0, bend)
-        _, ty = self._project(x, z, 1.0, bend)
-        half = max(0.6, 0.06 * self._focal / z)
-        draw.rectangle((bx - half, ty, bx + half, by), fill=(240, 240, 240))
-        draw.rectangle((bx - half, ty + 0.15 * (by - ty), bx + half, ty + 0.3 * (by - ty)), fill=(20, 20, 20))
 
     def _collect_cars(
         self,
@@ -459,28 +417,7 @@ class DriveScene:
         for car in self._cars:
             z = car.z_at(t)
             if z is not None and _NEAR_Z + 1.0 < z < _FAR_Z:
-                items.append((z, lambda car=car, z=z: self._paint_car(draw, car, z, bend)))
-
-    def _paint_car(self, draw: ImageDraw.ImageDraw, car: _Car, z: float, bend: float) -> None:
-        half = car.width / 2
-        left, bottom = self._project(car.lane_x - half, z, 0.0, bend)
-        right, top = self._project(car.lane_x + half, z, car.height, bend)
-        height = bottom - top
-        width = right - left
-        # Shadow on the road, then wheels, body, rear window, lights, bumper.
-        draw.ellipse((left - 0.05 * width, bottom - 0.08 * height, right + 0.05 * width, bottom + 0.06 * height), fill=(45, 45, 48))
-        draw.rectangle((left + 0.05 * width, bottom - 0.22 * height, left + 0.22 * width, bottom), fill=(18, 18, 18))
-        draw.rectangle((right - 0.22 * width, bottom - 0.22 * height, right - 0.05 * width, bottom), fill=(18, 18, 18))
-        body_top = top if car.height > 3 else top + 0.02 * height
-        draw.rectangle((left, body_top, right, bottom - 0.15 * height), fill=car.colour)
-        if car.height > 3:  # a truck's box: a darker frame line instead of a window
-            draw.rectangle((left + 0.06 * width, top + 0.06 * height, right - 0.06 * width, bottom - 0.3 * height), outline=_shade(car.colour, 0.7), width=max(1, int(0.02 * width)))
-        else:
-            draw.rectangle((left + 0.12 * width, top + 0.08 * height, right - 0.12 * width, top + 0.42 * height), fill=(40, 52, 66))
-        lamp_top, lamp_bottom = bottom - 0.55 * height, bottom - 0.42 * height
-        draw.rectangle((left + 0.03 * width, lamp_top, left + 0.2 * width, lamp_bottom), fill=(200, 20, 20))
-        draw.rectangle((right - 0.2 * width, lamp_top, right - 0.03 * width, lamp_bottom), fill=(200, 20, 20))
-        draw.rectangle((left, bottom - 0.3 * height, right, bottom - 0.18 * height), fill=_shade(car.colour, 0.6))
+                items.append((z, partial(props.paint_car, draw, self._camera, car, z, bend)))
 
     # ------------------------------------------------------------------ road works
 
@@ -491,95 +428,22 @@ class DriveScene:
         bend: float,
         z_sign: float,
     ) -> None:
-        def add(dz: float, paint: Callable[[float], None]) -> None:
+        camera = self._camera
+
+        def add(dz: float, paint: Callable[..., None], *lateral: float) -> None:
+            # Every painter takes (draw, camera, *lateral positions, z, bend).
             z = z_sign + dz
             if _NEAR_Z < z < _FAR_Z:
-                items.append((z, lambda z=z: paint(z)))
+                items.append((z, partial(paint, draw, camera, *lateral, z, bend)))
 
-        add(0.0, lambda z: self._paint_warning_sign(draw, 6.6, z, bend))
-        add(7.0, lambda z: self._paint_arrow_board(draw, 6.6, z, bend))
+        add(0.0, props.paint_warning_sign, 6.6)
+        add(7.0, props.paint_arrow_board, 6.6)
         # A taper of cones from the verge into the lane line, then cones along it.
         for i in range(6):
             dz = 3.0 + 2.0 * i
             x = (_ROAD_HALF - 0.4) - i * ((_ROAD_HALF - 0.4 - 2.0) / 5)
-            add(dz, lambda z, x=x: self._paint_cone(draw, x, z, bend))
+            add(dz, props.paint_cone, x)
         for dz in np.arange(15.0, _BLOCK_DEPTH + 0.1, 3.0):
-            add(float(dz), lambda z: self._paint_cone(draw, 2.0, z, bend))
+            add(float(dz), props.paint_cone, 2.0)
         for dz in (13.0, 23.0):
-            add(dz, lambda z: self._paint_barrier(draw, 2.4, _ROAD_HALF - 0.3, z, bend))
-
-    def _paint_cone(self, draw: ImageDraw.ImageDraw, x: float, z: float, bend: float) -> None:
-        bx, by = self._project(x, z, 0.0, bend)
-        _, ty = self._project(x, z, 0.75, bend)
-        half = 0.2 * self._focal / z
-        height = by - ty
-        draw.rectangle((bx - 1.3 * half, by - 0.08 * height, bx + 1.3 * half, by), fill=(25, 25, 25))
-        draw.polygon([(bx - half, by - 0.06 * height), (bx + half, by - 0.06 * height), (bx, ty)], fill=(255, 110, 10))
-        # The white reflective band sits between 45% and 65% of the cone's height.
-        w_low, w_high = half * 0.55, half * 0.35
-        y_low, y_high = by - 0.45 * height, by - 0.65 * height
-        draw.polygon([(bx - w_low, y_low), (bx + w_low, y_low), (bx + w_high, y_high), (bx - w_high, y_high)], fill=(245, 245, 245))
-
-    def _paint_barrier(self, draw: ImageDraw.ImageDraw, x0: float, x1: float, z: float, bend: float) -> None:
-        left_base = self._project(x0 + 0.15, z, 0.0, bend)
-        right_base = self._project(x1 - 0.15, z, 0.0, bend)
-        left, board_bottom = self._project(x0, z, 0.55, bend)
-        right, board_top = self._project(x1, z, 1.05, bend)
-        leg = max(1.0, 0.05 * self._focal / z)
-        for bx, by in (left_base, right_base):
-            draw.rectangle((bx - leg, board_bottom, bx + leg, by), fill=(230, 230, 230))
-        # Diagonal red and white stripes, as on real lane-closure boards.
-        n = 8
-        step = (right - left) / n
-        slant = 0.5 * step
-        for i in range(n):
-            colour = (210, 20, 25) if i % 2 == 0 else (250, 250, 250)
-            xa = left + i * step
-            draw.polygon(
-                [(xa, board_bottom), (xa + step, board_bottom), (xa + step + slant, board_top), (xa + slant, board_top)],
-                fill=colour,
-            )
-        lamp = max(1.0, 0.12 * self._focal / z)
-        draw.ellipse((right - 2 * lamp, board_top - 2 * lamp, right, board_top), fill=(255, 200, 30))
-
-    def _paint_warning_sign(self, draw: ImageDraw.ImageDraw, x: float, z: float, bend: float) -> None:
-        bx, by = self._project(x, z, 0.0, bend)
-        _, pole_top = self._project(x, z, 1.5, bend)
-        _, apex = self._project(x, z, 2.5, bend)
-        scale = self._focal / z
-        draw.rectangle((bx - max(1.0, 0.04 * scale), pole_top, bx + max(1.0, 0.04 * scale), by), fill=(140, 140, 140))
-        half = 0.55 * scale
-        draw.polygon([(bx - half, pole_top), (bx + half, pole_top), (bx, apex)], fill=(215, 25, 30))
-        inner = 0.62
-        cy = pole_top - (pole_top - apex) * 0.33
-        draw.polygon(
-            [
-                (bx - half * inner, pole_top - 0.08 * scale * 0.9),
-                (bx + half * inner, pole_top - 0.08 * scale * 0.9),
-                (bx, pole_top - (pole_top - apex) * 0.8),
-            ],
-            fill=(250, 250, 245),
-        )
-        # A worker with a shovel, reduced to a head and a slanted body.
-        r = 0.06 * scale
-        draw.ellipse((bx - r, cy - 3.2 * r, bx + r, cy - 1.2 * r), fill=(15, 15, 15))
-        draw.line([(bx, cy - 1.2 * r), (bx - 1.5 * r, cy + 1.2 * r)], fill=(15, 15, 15), width=max(1, int(r)))
-        draw.line([(bx + 0.5 * r, cy - 0.5 * r), (bx + 2.5 * r, cy + 1.2 * r)], fill=(15, 15, 15), width=max(1, int(0.6 * r)))
-
-    def _paint_arrow_board(self, draw: ImageDraw.ImageDraw, x: float, z: float, bend: float) -> None:
-        bx, by = self._project(x, z, 0.0, bend)
-        _, board_bottom = self._project(x, z, 1.0, bend)
-        _, board_top = self._project(x, z, 2.1, bend)
-        scale = self._focal / z
-        half = 0.65 * scale
-        draw.rectangle((bx - max(1.0, 0.04 * scale), board_bottom, bx + max(1.0, 0.04 * scale), by), fill=(140, 140, 140))
-        draw.rectangle((bx - half, board_top, bx + half, board_bottom), fill=(255, 140, 0), outline=(250, 250, 250), width=max(1, int(0.05 * scale)))
-        # A black arrow pointing left: the lane moves over.
-        mid = (board_top + board_bottom) / 2
-        h = board_bottom - board_top
-        draw.polygon(
-            [(bx - 0.6 * half, mid), (bx - 0.1 * half, mid - 0.3 * h), (bx - 0.1 * half, mid - 0.1 * h),
-             (bx + 0.6 * half, mid - 0.1 * h), (bx + 0.6 * half, mid + 0.1 * h), (bx - 0.1 * half, mid + 0.1 * h),
-             (bx - 0.1 * half, mid + 0.3 * h)],
-            fill=(15, 15, 15),
-        )
+            add(dz, props.paint_barrier, 2.4, _ROAD_HALF - 0.3)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from random import Random
+from typing import cast
 
 import av
 
@@ -62,7 +63,9 @@ class DriveVideoTruth:
         }
 
 
-def default_blockage_intervals(duration_s: float, fps: float, seed: int) -> list[tuple[float, float]]:
+def default_blockage_intervals(
+    duration_s: float, fps: float, seed: int
+) -> list[tuple[float, float]]:
     """Two or three short blockages covering 5-8% of the drive, spread over it.
 
     The drive is cut into equal slots and each interval lands somewhere inside its
@@ -89,16 +92,21 @@ def default_blockage_intervals(duration_s: float, fps: float, seed: int) -> list
     return intervals
 
 
-def _check_intervals(intervals: Sequence[tuple[float, float]], duration_s: float) -> list[tuple[float, float]]:
+def _check_intervals(
+    intervals: Sequence[tuple[float, float]], duration_s: float
+) -> list[tuple[float, float]]:
     checked: list[tuple[float, float]] = []
     for pair in intervals:
         try:
             start, end = (float(value) for value in pair)
         except (TypeError, ValueError):
-            raise InputError(f"a blockage interval must be a (start_s, end_s) pair, got {pair!r}") from None
+            raise InputError(
+                f"a blockage interval must be a (start_s, end_s) pair, got {pair!r}"
+            ) from None
         if not 0 <= start < end <= duration_s:
             raise InputError(
-                f"blockage interval ({start:g}, {end:g}) is not inside the video's 0-{duration_s:g} s"
+                f"blockage interval ({start:g}, {end:g}) is not inside "
+                f"the video's 0-{duration_s:g} s"
             )
         if checked and start < checked[-1][1]:
             raise InputError("blockage intervals must be sorted and must not overlap")
@@ -116,7 +124,9 @@ def _check_settings(duration_s: float, fps: float, size: tuple[int, int]) -> Non
         raise InputError(f"size must be two even integers of at least 32, got {size!r}")
 
 
-def _open_stream(container: av.container.OutputContainer, fps: float, size: tuple[int, int]) -> tuple[av.VideoStream, str]:
+def _open_stream(
+    container: av.container.OutputContainer, fps: float, size: tuple[int, int]
+) -> tuple[av.VideoStream, str]:
     rate = Fraction(fps).limit_denominator(1001)
     for codec in _CODECS:
         try:
@@ -124,7 +134,7 @@ def _open_stream(container: av.container.OutputContainer, fps: float, size: tupl
         except ValueError:
             logger.info("encoder %s is not available in this FFmpeg build", codec)
             continue
-        stream = container.add_stream(codec, rate=rate)
+        stream = cast(av.VideoStream, container.add_stream(codec, rate=rate))
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / rate
@@ -161,7 +171,9 @@ def make_drive_video(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    scene = DriveScene(n_frames=n_frames, fps=fps, size=size, blockage_intervals=intervals, seed=seed)
+    scene = DriveScene(
+        n_frames=n_frames, fps=fps, size=size, blockage_intervals=intervals, seed=seed
+    )
     began = time.perf_counter()
     try:
         with av.open(str(partial), mode="w", format="mp4") as container:
@@ -176,8 +188,16 @@ def make_drive_video(
         partial.unlink(missing_ok=True)
     logger.info(
         "wrote %s: %d frames with %s in %.1f s, blockages %s",
-        target, n_frames, codec, time.perf_counter() - began, intervals,
+        target,
+        n_frames,
+        codec,
+        time.perf_counter() - began,
+        intervals,
     )
     return DriveVideoTruth(
-        intervals=intervals, fps=float(fps), n_frames=n_frames, duration_s=float(duration_s), codec=codec
+        intervals=intervals,
+        fps=float(fps),
+        n_frames=n_frames,
+        duration_s=float(duration_s),
+        codec=codec,
     )

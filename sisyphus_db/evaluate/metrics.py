@@ -51,9 +51,7 @@ def _as_set(relevant: set[int] | frozenset[int] | int) -> set[int] | frozenset[i
 
 def _check_pairs(ranked: Sequence[Sequence[int]], relevant: Sequence[object]) -> None:
     if len(ranked) != len(relevant):
-        raise InputError(
-            f"got {len(ranked)} ranked lists but {len(relevant)} relevance entries"
-        )
+        raise InputError(f"got {len(ranked)} ranked lists but {len(relevant)} relevance entries")
     if len(ranked) == 0:
         raise InputError("no queries to evaluate")
 
@@ -83,7 +81,7 @@ def recall_at_k(
     _check_k(k)
     _check_pairs(ranked, relevant)
     hits = 0
-    for ranked_ids, wanted in zip(ranked, relevant):
+    for ranked_ids, wanted in zip(ranked, relevant, strict=True):
         wanted_set = _as_set(wanted)
         if not wanted_set:
             raise InputError("a query has an empty relevant set; leave it out of recall@k")
@@ -106,7 +104,7 @@ def mean_reciprocal_rank(
         _check_k(cutoff, "cutoff")
     _check_pairs(ranked, relevant)
     total = 0.0
-    for ranked_ids, wanted in zip(ranked, relevant):
+    for ranked_ids, wanted in zip(ranked, relevant, strict=True):
         wanted_set = _as_set(wanted)
         if not wanted_set:
             raise InputError("a query has an empty relevant set; leave it out of MRR")
@@ -182,12 +180,16 @@ def micro_average_precision(
             area += (true_positives / position) / n_positive_queries
     logger.debug(
         "µAP over %d predictions, %d true positives of %d",
-        len(judged), true_positives, n_positive_queries,
+        len(judged),
+        true_positives,
+        n_positive_queries,
     )
     return area
 
 
-def precision_at_k(ranked_ids: Sequence[int], relevant_set: set[int] | frozenset[int], k: int) -> float:
+def precision_at_k(
+    ranked_ids: Sequence[int], relevant_set: set[int] | frozenset[int], k: int
+) -> float:
     """Fraction of the top `k` slots holding a relevant id.
 
     The denominator is always `k`: a result list shorter than k counts its missing
@@ -247,9 +249,7 @@ def knn_accuracy(
     """
     _check_k(k)
     if len(labels) != len(neighbour_lists):
-        raise InputError(
-            f"got {len(labels)} labels but {len(neighbour_lists)} neighbour lists"
-        )
+        raise InputError(f"got {len(labels)} labels but {len(neighbour_lists)} neighbour lists")
     if not labels:
         raise InputError("no queries to evaluate")
 
