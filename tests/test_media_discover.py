@@ -61,7 +61,9 @@ def test_single_files_and_folders_mixed(tmp_path: Path) -> None:
     ]
 
 
-def test_paths_are_absolute_resolved_and_deduplicated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paths_are_absolute_resolved_and_deduplicated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     photo = _touch(tmp_path / "a" / "p.jpg")
     monkeypatch.chdir(tmp_path / "a")
 

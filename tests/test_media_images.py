@@ -70,9 +70,7 @@ def test_decompression_bomb_over_our_limit_is_refused_from_the_header(tmp_path: 
     assert path.stat().st_size < 200_000
     with pytest.raises(MediaError) as caught:
         load_image(path)
-    assert str(caught.value) == (
-        f"{path}: image too large (12000x12000 = 144000000 pixels, limit 100000000)"
-    )
+    assert str(caught.value) == (f"{path}: image too large (12000x12000 = 144000000 pixels, limit 100000000)")
 
 
 def test_decompression_bomb_over_pillows_limit(tmp_path: Path) -> None:
@@ -116,10 +114,13 @@ def test_permission_error_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16", "1"])
 def test_other_modes_become_rgb(tmp_path: Path, mode: str) -> None:
     fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
-    path = synthetic.write_test_image(tmp_path / f"m.{fmt.lower()}", seed=4, size=(32, 24), fmt=fmt, mode=mode)
+    path = synthetic.write_test_image(
+        tmp_path / f"m.{fmt.lower()}", seed=4, size=(32, 24), fmt=fmt, mode=mode
+    )
     reference = load_image(synthetic.write_test_image(tmp_path / "ref.png", seed=4, size=(32, 24))).rgb
     loaded = load_image(path)
     assert loaded.rgb.shape == (24, 32, 3) and loaded.rgb.dtype == np.uint8
+
     # Same picture after the round trip through the other mode (loosely: modes lose colour).
     # Compare 4x4 block means of luma, so the dithering of mode "1" averages out.
     def blocks(rgb: np.ndarray) -> np.ndarray:

@@ -42,7 +42,12 @@ def _select(selector: KeyframeSelector, frames: list[VideoFrame]) -> list[tuple[
 
 def _frames(segment: synthetic.Segment, count: int, fps: float = 10.0) -> list[VideoFrame]:
     return [
-        VideoFrame(index=i, pts_seconds=i / fps, rgb=synthetic.segment_frame(segment, i, (64, 48)), is_keyframe=i == 0)
+        VideoFrame(
+            index=i,
+            pts_seconds=i / fps,
+            rgb=synthetic.segment_frame(segment, i, (64, 48)),
+            is_keyframe=i == 0,
+        )
         for i in range(count)
     ]
 
@@ -50,7 +55,9 @@ def _frames(segment: synthetic.Segment, count: int, fps: float = 10.0) -> list[V
 def test_scene_finds_exactly_the_cuts(clip: tuple[Path, list[float]]) -> None:
     path, cuts = clip
     assert cuts == [3.0, 6.0, 9.0]
-    kept = _select(make_selector("scene", fps=None, threshold=None, video_fps=10.0), list(iter_video_frames(path)))
+    kept = _select(
+        make_selector("scene", fps=None, threshold=None, video_fps=10.0), list(iter_video_frames(path))
+    )
     assert [index for index, _ in kept] == [0, 30, 60, 90]
     assert kept[0][1] == 1.0
     assert all(score > 0.3 for _, score in kept[1:])
@@ -83,7 +90,10 @@ def test_scene_follows_drift_against_the_last_kept_frame() -> None:
 
 
 def test_scene_min_gap_stops_bursts() -> None:
-    looks = [synthetic.Segment("solid", 0, color=(250, 250, 250)), synthetic.Segment("checker", 0, color=(10, 10, 200))]
+    looks = [
+        synthetic.Segment("solid", 0, color=(250, 250, 250)),
+        synthetic.Segment("checker", 0, color=(10, 10, 200)),
+    ]
     frames = [
         VideoFrame(i, i / 10, synthetic.segment_frame(looks[i % 2], 0, (64, 48)), False) for i in range(20)
     ]  # flicker between two looks every frame
@@ -115,7 +125,9 @@ def test_similarity_threshold_is_respected() -> None:
     kept = [
         step
         for step in range(60)
-        if selector.offer(frame, np.array([math.cos(math.radians(2 * step)), math.sin(math.radians(2 * step))]))
+        if selector.offer(
+            frame, np.array([math.cos(math.radians(2 * step)), math.sin(math.radians(2 * step))])
+        )
     ]
     assert kept == [0, 27, 54]
     with pytest.raises(ValueError, match="needs the frame's embedding"):
@@ -151,10 +163,16 @@ def test_fps_counts_steps_from_the_first_frame_and_skips_gaps() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "histogram"}, "unknown keyframe method 'histogram': expected one of scene, similarity, iframe, fps"),
+        (
+            {"method": "histogram"},
+            "unknown keyframe method 'histogram': expected one of scene, similarity, iframe, fps",
+        ),
         ({"method": "fps"}, "keyframe method 'fps' needs a rate: give fps > 0"),
         ({"method": "fps", "fps": 0.0}, "keyframe method 'fps' needs a rate > 0 frames per second, got 0.0"),
-        ({"method": "fps", "fps": -1.0}, "keyframe method 'fps' needs a rate > 0 frames per second, got -1.0"),
+        (
+            {"method": "fps", "fps": -1.0},
+            "keyframe method 'fps' needs a rate > 0 frames per second, got -1.0",
+        ),
         ({"method": "scene", "threshold": 0.0}, "scene threshold must be in (0, 1], got 0.0"),
         ({"method": "similarity", "threshold": 1.5}, "similarity threshold must be in [-1, 1], got 1.5"),
     ],
@@ -168,7 +186,12 @@ def test_make_selector_errors(kwargs: dict[str, object], message: str) -> None:
 
 def test_make_selector_types_and_pickling() -> None:
     frame = VideoFrame(0, 0.0, np.full((8, 8, 3), 100, np.uint8), True)
-    for method, cls in [("scene", SceneSelector), ("similarity", SimilaritySelector), ("iframe", IframeSelector), ("fps", FpsSelector)]:
+    for method, cls in [
+        ("scene", SceneSelector),
+        ("similarity", SimilaritySelector),
+        ("iframe", IframeSelector),
+        ("fps", FpsSelector),
+    ]:
         selector = make_selector(method, fps=1.0, threshold=None, video_fps=None)
         assert type(selector) is cls
         assert isinstance(selector, KeyframeSelector)

@@ -138,3 +138,17 @@ def test_truncated_video_ends_early_with_a_warning(tmp_path: Path, caplog: pytes
         count = sum(1 for _ in iter_video_frames(path))
     assert 0 < count < 120
     assert "header claims 12.00 s (truncated file?)" in caplog.text
+
+
+def test_display_rotation_is_applied(tmp_path: Path) -> None:
+    path = tmp_path / "phone.mp4"
+    # A portrait phone clip is stored landscape with a 90-degree (counterclockwise) display rotation.
+    synthetic.write_test_video(
+        path, [synthetic.Segment("gradient", 0.3, color=(250, 250, 250))], size=(64, 32), rotation=90
+    )
+    frame = next(iter_video_frames(path))
+    assert frame.rgb.shape == (64, 32, 3)
+    # The gradient brightens left to right when stored; turned counterclockwise, it brightens bottom to top.
+    rows = frame.rgb.astype(float).mean(axis=(1, 2))
+    assert rows[:8].mean() > rows[-8:].mean() + 50
+    assert (probe_video(path).width, probe_video(path).height) == (64, 32)

@@ -106,8 +106,7 @@ def _open_checked(path: Path, data: bytes, max_pixels: int) -> Image.Image:
         raise MediaError(f"{path}: corrupt image header (size {width}x{height})")
     if width * height > max_pixels:
         raise MediaError(
-            f"{path}: image too large ({width}x{height} = {width * height} pixels, "
-            f"limit {max_pixels})"
+            f"{path}: image too large ({width}x{height} = {width * height} pixels, limit {max_pixels})"
         )
     return image
 
@@ -125,9 +124,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
             scaled = values / 257.0 if values.max(initial=0) > 255 else values
         gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in image.info
-    )
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
     if has_alpha:
         # Transparent pixels often hold black or garbage colour; white is what a viewer shows.
         rgba = image.convert("RGBA")

@@ -96,7 +96,7 @@ def _soft_histogram(values: np.ndarray, bins: tuple[int, int, int]) -> np.ndarra
             index = index * count + np.minimum(lows[axis] + upper, count - 1)
             weight = weight * (fracs[axis] if upper else 1.0 - fracs[axis])
         histogram += np.bincount(index, weights=weight, minlength=histogram.size)
-    return histogram / histogram.sum()
+    return np.asarray(histogram / histogram.sum(), dtype=np.float64)
 
 
 def signature_distance(a: FrameSignature, b: FrameSignature) -> float:
@@ -257,6 +257,8 @@ def make_selector(
             raise InputError("keyframe method 'fps' needs a rate: give fps > 0")
         selector = FpsSelector(fps)
         if video_fps is not None and fps > video_fps:
-            logger.warning("sampling at %.3g fps, above the video's %.3g fps: every frame is kept", fps, video_fps)
+            logger.warning(
+                "sampling at %.3g fps, above the video's %.3g fps: every frame is kept", fps, video_fps
+            )
         return selector
     raise InputError(f"unknown keyframe method {method!r}: expected one of {', '.join(KEYFRAME_METHODS)}")

@@ -90,12 +90,14 @@ def write_test_video(
     size: tuple[int, int] = (160, 120),
     codec: str = "libx264",
     gop: int | None = None,
+    rotation: int = 0,
 ) -> list[float]:
     """Encode the segments back to back; return the cut times in seconds (segment starts after the first).
 
     The codec falls back to mpeg4 when the requested one is missing from PyAV's FFmpeg.
     With `gop`, key frames come exactly every `gop` frames (scene-cut key frames are
     turned off), so iframe selection can be checked against known ordinals.
+    `rotation` (degrees counterclockwise) sets the display matrix, as phones do.
     """
     path = Path(path)
     width, height = size
@@ -117,11 +119,15 @@ def write_test_video(
     frame_number = 0
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate, options=options)
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"codec {codec!r} is not a video codec")
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
         if gop is not None:
             stream.codec_context.gop_size = gop
+        if rotation:
+            stream.set_display_rotation(rotation)
         for position, segment in enumerate(segments):
             count = max(1, int(round(segment.seconds * float(rate))))
             if position > 0:
@@ -192,7 +198,7 @@ def _blobs(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
         radius = rng.uniform(0.08, 0.3)
         weight = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius**2))[..., None]
         image = image * (1 - weight) + rng.uniform(0, 255, size=3) * weight
-    return image
+    return np.asarray(image, dtype=np.float64)
 
 
 # --- broken inputs -------------------------------------------------------------------
@@ -266,6 +272,7 @@ def write_audio_only(path: Path | str, seconds: float = 1.0, rate: int = 8000) -
     tone = (np.sin(np.arange(samples) * 2 * np.pi * 440 / rate) * 8000).astype(np.int16)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("pcm_s16le", rate=rate)
+        assert isinstance(stream, av.AudioStream)  # narrows the type; pcm is always audio
         stream.layout = "mono"
         frame = av.AudioFrame.from_ndarray(tone[None, :], format="s16", layout="mono")
         frame.sample_rate = rate

@@ -31,7 +31,11 @@ _PTS_EPSILON = 1e-3
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video claims about itself (container/stream headers), plus a cheap identity."""
+    """What a video claims about itself (container/stream headers), plus a cheap identity.
+
+    width/height are the coded size; frames from iter_video_frames are turned upright,
+    so a phone video with a 90-degree display rotation yields height x width frames.
+    """
 
     duration_seconds: float | None
     fps: float | None
@@ -153,9 +157,7 @@ def iter_video_frames(
             try:
                 rgb = _upright(frame.to_ndarray(format="rgb24"), frame)
             except (av.error.FFmpegError, ValueError) as exc:
-                raise MediaError(
-                    f"{path}: cannot convert frame {index} to RGB ({_one_line(exc)})"
-                ) from None
+                raise MediaError(f"{path}: cannot convert frame {index} to RGB ({_one_line(exc)})") from None
             yielded += 1
             yield VideoFrame(
                 index=index,
