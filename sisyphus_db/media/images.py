@@ -100,10 +100,10 @@ def _open_checked(path: Path, data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise MediaError(f"{path}: not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise MediaError(f"{path}: corrupt image header ({_one_line(exc)})") from None
+        raise MediaError(f"{path}: truncated or corrupt image header ({_one_line(exc)})") from None
     width, height = image.size
     if width <= 0 or height <= 0:
-        raise MediaError(f"{path}: corrupt image header (size {width}x{height})")
+        raise MediaError(f"{path}: truncated or corrupt image header (size {width}x{height})")
     if width * height > max_pixels:
         raise MediaError(
             f"{path}: image too large ({width}x{height} = {width * height} pixels, limit {max_pixels})"
