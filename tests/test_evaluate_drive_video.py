@@ -129,3 +129,17 @@ def test_default_drive_video(tmp_path: Path) -> None:
     assert 0.045 <= len(truth.blockage_frames()) / truth.n_frames <= 0.085
     with av.open(str(tmp_path / "drive.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 1200
+
+
+def test_falls_back_to_mpeg4_without_h264(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sisyphus_db.evaluate import drive_video
+
+    monkeypatch.setattr(drive_video, "_CODECS", ("no_such_h264", "mpeg4"))
+    truth = make_drive_video(tmp_path / "d.mp4", duration_s=1, fps=10, size=(64, 36))
+    frames, fps, codec = _decode(tmp_path / "d.mp4")
+    assert (truth.codec, codec, len(frames), fps) == ("mpeg4", "mpeg4", 10, 10.0)
+
+    monkeypatch.setattr(drive_video, "_CODECS", ("no_such_h264",))
+    with pytest.raises(InputError, match=r"^this FFmpeg build has no libx264 or mpeg4 encoder$"):
+        make_drive_video(tmp_path / "e.mp4", duration_s=1, fps=10, size=(64, 36))
+    assert not (tmp_path / "e.mp4").exists()
