@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("ingest",)
 
 
 def register(app: typer.Typer) -> None:

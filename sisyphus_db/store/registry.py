@@ -121,3 +121,26 @@ __all__ = [
     "stored_models",
     "upsert_source",
 ]
+
+
+def update_source_details(db: Database, source_id: int, **details: Any) -> None:
+    values = {key: value for key, value in details.items() if value is not None}
+    if values:
+        with db.transaction() as conn:
+            conn.execute(sa.update(Source).where(Source.id == source_id).values(**values))
+
+
+def finish_source(db: Database, source_id: int, *, failed: bool) -> bool:
+    """Mark the source complete; a failed source that yielded no frame is removed instead,
+    so the next run tries it again (its error rows stay). Returns True when kept."""
+    with db.transaction() as conn:
+        if failed:
+            has_frames = conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM frames WHERE source_id = :s)"),
+                                      {"s": source_id}).scalar()
+            if not has_frames:
+                conn.execute(sa.delete(Source).where(Source.id == source_id))
+                return False
+        conn.execute(
+            sa.update(Source).where(Source.id == source_id).values(state="complete", completed_at=sa.func.now())
+        )
+        return True

@@ -1,0 +1,1 @@
+"""`sisyphus ingest`: files on disk -> key frames -> vectors -> rows in PostgreSQL."""
