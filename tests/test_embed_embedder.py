@@ -97,7 +97,10 @@ def test_views_of_one_image_are_closer_than_other_images(lite: Embedder) -> None
 def test_wrong_prepared_batch(lite: Embedder) -> None:
     with pytest.raises(ModelError) as info:
         lite.embed_prepared(np.zeros((2, 100, 100, 3), np.uint8))
-    assert str(info.value) == "efficientnet-lite0 expects a uint8 batch of shape (N, 224, 224, 3), got uint8 (2, 100, 100, 3)"
+    assert (
+        str(info.value)
+        == "efficientnet-lite0 expects a uint8 batch of shape (N, 224, 224, 3), got uint8 (2, 100, 100, 3)"
+    )
 
 
 def test_forward_throughput(lite: Embedder) -> None:

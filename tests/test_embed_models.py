@@ -160,7 +160,9 @@ def test_torchscript_vectors_are_used_as_is(tmp_path: Path) -> None:
     assert vectors.shape == (2, 5)
     with pytest.raises(ModelError) as info:
         get_model_spec(f"torchscript:{path}@gem")
-    assert str(info.value) == f"torchscript model {path.resolve()} returns (N, D) vectors: a pooling suffix does not apply"
+    assert (
+        str(info.value) == f"torchscript model {path.resolve()} returns (N, D) vectors: a pooling suffix does not apply"
+    )
 
 
 def test_torchscript_file_replaced_is_reloaded(tmp_path: Path) -> None:
@@ -184,5 +186,3 @@ def test_torchscript_missing_and_invalid_files(tmp_path: Path) -> None:
         get_model_spec(f"torchscript:{garbage}")
     message = str(info.value)
     assert message.startswith(f"cannot load torchscript model {garbage.resolve()}: ") and "\n" not in message
-
-

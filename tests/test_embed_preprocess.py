@@ -67,7 +67,9 @@ def test_prepare_batch() -> None:
 
 
 def test_bad_inputs() -> None:
-    with pytest.raises(InputError, match=r"^expected an RGB image as a uint8 array of shape \(H, W, 3\), got float32 \(4, 4, 3\)$"):
+    with pytest.raises(
+        InputError, match=r"^expected an RGB image as a uint8 array of shape \(H, W, 3\), got float32 \(4, 4, 3\)$"
+    ):
         prepare_image(np.zeros((4, 4, 3), np.float32), PREP)
     with pytest.raises(InputError, match=r"got uint8 \(4, 4\)$"):
         prepare_image(np.zeros((4, 4), np.uint8), PREP)

@@ -41,7 +41,23 @@ _EXPORTS: dict[str, str] = {
     "prepare_image": "preprocess",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DEFAULT_MODEL",
+    "POOLINGS",
+    "Embedder",
+    "ModelInfo",
+    "ModelName",
+    "ModelSpec",
+    "clear_embedder_cache",
+    "forward_throughput",
+    "get_model_spec",
+    "list_models",
+    "load_embedder",
+    "make_preprocessing",
+    "parse_model_name",
+    "prepare_batch",
+    "prepare_image",
+]
 
 
 def __getattr__(name: str) -> Any:

