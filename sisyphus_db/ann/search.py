@@ -1,0 +1,160 @@
+"""Approximate search on a faiss index, exact rerank and brute-force ground truth.
+
+Every distance returned is cosine distance (1 - cosine similarity), like pgvector `<=>`;
+missing results (fewer than k found) have id -1 and distance +inf.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sisyphus_db.ann.arrays import as_vectors
+from sisyphus_db.ann.device import is_gpu_index
+from sisyphus_db.ann.metric import l2sq_to_cosine
+from sisyphus_db.ann.params import apply_search_params, check_nprobe
+from sisyphus_db.errors import AnnIndexError, InputError
+
+logger = logging.getLogger(__name__)
+
+Result = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+
+
+def _queries(queries: npt.ArrayLike, d: int) -> npt.NDArray[np.float32]:
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    return as_vectors(q, d=d, name="queries")
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _finish(distances: npt.NDArray[np.float32], ids: npt.NDArray[np.int64]) -> Result:
+    out = l2sq_to_cosine(distances)
+    out[ids < 0] = np.inf
+    return out, ids.astype(np.int64, copy=False)
+
+
+def _search_params(index: Any, nprobe: int | None, selector: Any) -> Any:
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+    # SearchParametersIVF defaults to nprobe=1, not to the index's nprobe: always pass it.
+    return faiss.SearchParametersIVF(nprobe=nprobe or int(ivf.nprobe), sel=selector)
+
+
+def search(
+    index: Any,
+    queries: npt.ArrayLike,
+    k: int,
+    *,
+    nprobe: int | None = None,
+    allowed_ids: npt.ArrayLike | None = None,
+) -> Result:
+    """k nearest stored frames per query: (cosine distances (m, k), frame ids (m, k)).
+
+    nprobe: lists to probe (IVF only; default: the index's own nprobe). On a CPU index it
+      is passed per call and does not change the index, so concurrent searches are safe.
+    allowed_ids: restrict results to these frame ids (a selective SQL filter). When k
+      allowed ids exist but the probed lists hold fewer, nprobe is widened (x4 up to all
+      lists) for the short queries, so the result fills k whenever it can.
+    """
+    import faiss
+
+    q = _queries(queries, index.d)
+    k = _check_k(k)
+    nprobe = check_nprobe(index, nprobe)
+
+    if is_gpu_index(index):
+        if allowed_ids is not None:
+            raise AnnIndexError("allowed_ids needs a CPU index: GPU faiss has no id selectors")
+        if nprobe is not None:
+            apply_search_params(index, nprobe=nprobe)
+        distances, ids = index.search(q, k)
+        return _finish(distances, ids)
+
+    selector = None
+    n_allowed = 0
+    if allowed_ids is not None:
+        allowed = np.unique(np.ascontiguousarray(allowed_ids, dtype=np.int64).ravel())
+        n_allowed = int(allowed.size)
+        if n_allowed == 0:
+            return np.full((q.shape[0], k), np.inf, np.float32), np.full((q.shape[0], k), -1)
+        # IDSelectorBatch: hash set + bloom filter, O(1) per test (IDSelectorArray is linear)
+        selector = faiss.IDSelectorBatch(allowed)
+
+    distances, ids = index.search(q, k, params=_search_params(index, nprobe, selector))
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if selector is not None and ivf is not None:
+        want = min(k, n_allowed, int(index.ntotal))
+        probe = nprobe or int(ivf.nprobe)
+        short = np.flatnonzero((ids >= 0).sum(axis=1) < want)
+        while short.size and probe < ivf.nlist:
+            probe = min(int(ivf.nlist), probe * 4)
+            logger.debug("%d queries short of %d allowed results: nprobe -> %d", short.size,
+                         want, probe)
+            params = faiss.SearchParametersIVF(nprobe=probe, sel=selector)
+            distances[short], ids[short] = index.search(q[short], k, params=params)
+            short = short[(ids[short] >= 0).sum(axis=1) < want]
+    return _finish(distances, ids)
+
+
+def exact_rerank(
+    query: npt.ArrayLike,
+    candidate_ids: npt.ArrayLike,
+    candidate_vectors: npt.ArrayLike,
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Re-order ANN candidates by exact cosine distance with their full vectors.
+
+    Candidates with id -1 (ANN padding) are dropped; ties break by smaller id so the
+    order is deterministic. Returns at most k (ids, cosine distances).
+    """
+    k = _check_k(k)
+    cand_ids = np.asarray(candidate_ids, dtype=np.int64).ravel()
+    vecs = as_vectors(candidate_vectors, name="candidate_vectors")
+    if vecs.shape[0] != cand_ids.shape[0]:
+        raise InputError(
+            f"expected one candidate vector per id, got {vecs.shape[0]} for {cand_ids.shape[0]}"
+        )
+    q = np.asarray(query, dtype=np.float32).ravel()
+    if q.shape[0] != vecs.shape[1]:
+        raise InputError(f"expected a query of dimension {vecs.shape[1]}, got {q.shape[0]}")
+    keep = cand_ids >= 0
+    cand_ids, vecs = cand_ids[keep], vecs[keep]
+    dist = np.clip(np.float32(1.0) - vecs @ q, 0.0, 2.0).astype(np.float32)
+    order = np.lexsort((cand_ids, dist))[:k]
+    return cand_ids[order], dist[order]
+
+
+def exact_search(
+    vectors: npt.ArrayLike, ids: npt.ArrayLike, queries: npt.ArrayLike, k: int
+) -> Result:
+    """Brute-force ground truth: (cosine distances (m, k), ids (m, k)), -1/inf padding."""
+    import faiss
+
+    x = as_vectors(vectors)
+    id_arr = np.asarray(ids, dtype=np.int64).ravel()
+    if id_arr.shape[0] != x.shape[0]:
+        raise InputError(f"expected {x.shape[0]} ids, one per vector, got {id_arr.shape[0]}")
+    q = _queries(queries, x.shape[1])
+    k = _check_k(k)
+    kk = min(k, x.shape[0])
+    # exact inner product = cosine similarity on unit vectors; faiss blocks and threads it
+    sims, pos = faiss.knn(q, x, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    dist = np.full((q.shape[0], k), np.inf, dtype=np.float32)
+    out = np.full((q.shape[0], k), -1, dtype=np.int64)
+    valid = pos >= 0
+    dist[:, :kk] = np.where(valid, np.clip(1.0 - sims, 0.0, 2.0), np.inf)
+    out[:, :kk] = np.where(valid, id_arr[np.maximum(pos, 0)], -1)
+    return dist, out
