@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("ingest",)
+COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search")
 
 
 def register(app: typer.Typer) -> None:

@@ -48,7 +48,9 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
-    return Console()
+    console = Console()
+    # Piped output (files, CI logs) gets a wide page instead of Rich's 80 columns.
+    return console if console.is_terminal else Console(width=200)
 
 
 def emit_json(document: Any) -> None:

@@ -101,17 +101,27 @@ class EmbeddedServer:
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
             current = self.status()
-            if current.running and (port is None or current.port == port):
+            healthy = current.running and self._socket_exists(current)
+            if healthy and (port is None or current.port == port):
                 return current
             if current.running:
-                logger.info("restarting the embedded server to listen on port %s", port)
+                # A new TCP port, or a socket file that someone removed (tmp cleaners do).
+                logger.info("restarting the embedded server (port %s)", port if port is not None else current.port)
                 self._pg_ctl("stop", "-m", "fast")
+                if port is None:
+                    port = current.port
             self._pg_start(port)
             status = self.status()
             if not status.running:
                 raise DatabaseError(f"the embedded PostgreSQL did not start: see {self.log_path}")
             self._ensure_database()
             return status
+
+    @staticmethod
+    def _socket_exists(status: ServerStatus) -> bool:
+        if status.socket_dir is None:
+            return False
+        return (status.socket_dir / f".s.PGSQL.{status.port or SOCKET_PORT}").exists()
 
     def stop(self) -> bool:
         """Stop the server; returns False when it was not running."""

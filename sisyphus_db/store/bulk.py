@@ -8,7 +8,7 @@ not at all, and loading the same frames again adds nothing (resume after a kill)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -76,7 +76,7 @@ def load_frames(db: Database, model_id: int, rows: list[FrameRow], vectors: np.n
             for row, vector in zip(rows, vectors, strict=True):
                 copy.write_row((
                     row.source_id, row.frame_index, row.pts_seconds, row.path, row.width, row.height,
-                    row.sha256, row.captured_at, row.keyframe_method, row.keyframe_score,
+                    row.sha256, _aware(row.captured_at), row.keyframe_method, row.keyframe_score,
                     Jsonb(row.metadata), HalfVector(vector),
                 ))
         frames_added = conn.execute(
@@ -90,3 +90,14 @@ def load_frames(db: Database, model_id: int, rows: list[FrameRow], vectors: np.n
             (model_id,),
         ).rowcount
     return LoadResult(frames_added=frames_added, embeddings_added=embeddings_added)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A timezone-aware datetime for the binary timestamptz dumper, which refuses naive ones.
+
+    EXIF capture times carry no zone; storing the camera's wall-clock reading as UTC keeps
+    it unchanged whatever the server's or the session's TimeZone is.
+    """
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)

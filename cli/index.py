@@ -1,0 +1,174 @@
+"""`sisyphus index build|update|status|verify|drop`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sisyphus_db.cli.context import emit_json, open_db, stderr_console, stdout_console
+from sisyphus_db.errors import InputError
+
+app = typer.Typer(help="Build and maintain the ANN indexes (faiss sidecar, pgvector HNSW).", no_args_is_help=True)
+
+ModelOption = Annotated[str | None, typer.Option("--model", help="Model whose vectors to index "
+                                                 "(default: the only stored one).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+BackendOption = Annotated[str, typer.Option("--backend", help="faiss (sidecar file) or pgvector (HNSW index).")]
+
+
+class _StageProgress:
+    """Progress callback (stage, advance, total) drawn as one Rich task per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, advance: int, total: int | None) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.advance(self.tasks[stage], advance)
+
+
+def _progress() -> Progress:
+    console = stderr_console()
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, disable=not console.is_terminal)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in ("faiss", "pgvector"):
+        raise InputError(f"unknown --backend {backend!r}: expected faiss or pgvector")
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    model: ModelOption = None,
+    factory: Annotated[str, typer.Option("--factory", help="faiss factory string, or auto (flat / IVF-flat / "
+                                         "IVF-PQ from the row count, dimension and memory).")] = "auto",
+    train_size: Annotated[int | None, typer.Option("--train-size", min=1, help="Vectors to train on.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    target_recall: Annotated[float, typer.Option("--target-recall", help="recall@10 the tuned nprobe and "
+                                                 "rerank depth must reach.")] = 0.95,
+    backend: BackendOption = "faiss",
+    json_output: JsonOption = False,
+) -> None:
+    """Build (or rebuild) an index from the embeddings table and register it."""
+    from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index, resolve_model
+
+    _check_backend(backend)
+    db = open_db(ctx)
+    try:
+        stored = resolve_model(db, model)
+        with _progress() as progress:
+            if backend == "faiss":
+                report = build_faiss_index(db, stored, factory=factory, train_size=train_size, device=device,
+                                           target_recall=target_recall, progress=_StageProgress(progress))
+            else:
+                report = build_pgvector_index(db, stored, target_recall=target_recall,
+                                              progress=_StageProgress(progress))
+    finally:
+        db.dispose()
+    document = {**report.record.to_json(), "vectors": report.vectors, "seconds": round(report.seconds, 3),
+                "reached_target": report.reached, "tuning": report.tune_table}
+    if json_output:
+        emit_json(document)
+        return
+    record = report.record
+    stdout_console().print(
+        f"built {backend} index {record.factory} for {record.model_name}: {record.ntotal} vectors in "
+        f"{report.seconds:.1f} s; recall@10 {record.recall_at_10:.3f} with {_params_text(record.params)}",
+        soft_wrap=True, markup=False)
+    if not report.reached:
+        stderr_console().print(f"warning: the target recall@10 {target_recall} was not reached", soft_wrap=True)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    shown = {key: params[key] for key in ("nprobe", "rerank_k", "ef_search") if params.get(key) is not None}
+    return ", ".join(f"{key}={value}" for key, value in shown.items()) or "exact search"
+
+
+@app.command()
+def update(ctx: typer.Context, model: ModelOption = None, json_output: JsonOption = False) -> None:
+    """Add the frames above the watermark (and drop deleted ones) without retraining."""
+    from sisyphus_db.search.indexing import resolve_model, update_faiss_index
+
+    db = open_db(ctx)
+    try:
+        report = update_faiss_index(db, resolve_model(db, model))
+    finally:
+        db.dispose()
+    if json_output:
+        emit_json({**report.record.to_json(), "added": report.added, "removed": report.removed})
+        return
+    typer.echo(f"added {report.added} and removed {report.removed} vectors; the index holds "
+               f"{report.record.ntotal} (watermark {report.record.watermark})")
+
+
+@app.command()
+def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List the indexes with their factory, size, watermark, tuned parameters and measured recall."""
+    from sisyphus_db.search.indexing import indexes_status
+
+    db = open_db(ctx)
+    try:
+        records = indexes_status(db)
+    finally:
+        db.dispose()
+    if json_output:
+        emit_json([record.to_json() for record in records])
+        return
+    if not records:
+        typer.echo("no indexes yet: run `sisyphus index build`")
+        return
+    table = Table("model", "backend", "factory", "vectors", "watermark", "params", "recall@10", "build s", "device",
+                  "state")
+    for r in records:
+        table.add_row(r.model_name, r.backend, r.factory, str(r.ntotal), str(r.watermark), _params_text(r.params),
+                      f"{r.recall_at_10:.3f}" if r.recall_at_10 is not None else "-",
+                      f"{r.build_seconds:.1f}" if r.build_seconds is not None else "-", r.device or "-", r.state)
+    stdout_console().print(table)
+
+
+@app.command()
+def verify(ctx: typer.Context, model: ModelOption = None, json_output: JsonOption = False) -> None:
+    """Check the faiss file's checksum, size and ids against the registry and the table."""
+    from sisyphus_db.search.indexing import resolve_model, verify_faiss_index
+
+    db = open_db(ctx)
+    try:
+        report = verify_faiss_index(db, resolve_model(db, model))
+    finally:
+        db.dispose()
+    if json_output:
+        emit_json({"ok": report.ok, "problems": report.problems, "pending": report.pending,
+                   "index": report.record.to_json()})
+    else:
+        if report.ok:
+            typer.echo(f"ok: {report.record.ntotal} vectors match the table"
+                       + (f"; {report.pending} newer frames await `sisyphus index update`" if report.pending else ""))
+        for problem in report.problems:
+            typer.echo(f"out of sync: {problem}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def drop(ctx: typer.Context, model: ModelOption = None, backend: BackendOption = "faiss") -> None:
+    """Remove an index (its file or HNSW index, and its registry row). The vectors stay."""
+    from sisyphus_db.search.indexing import drop_index, resolve_model
+
+    _check_backend(backend)
+    db = open_db(ctx)
+    try:
+        record = drop_index(db, resolve_model(db, model), backend)
+    finally:
+        db.dispose()
+    typer.echo(f"dropped the {backend} index of {record.model_name}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="index")

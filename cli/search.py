@@ -1,0 +1,98 @@
+"""`sisyphus search` and `sisyphus knn-graph`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sisyphus_db.cli.context import emit_json, open_db, stderr_console, stdout_console
+from sisyphus_db.errors import InputError
+
+RESULT_COLUMNS = ("rank", "frame_id", "distance", "path", "source_uri", "pts_seconds", "source_id", "frame_index")
+
+
+def search(
+    ctx: typer.Context,
+    image: Annotated[list[Path] | None, typer.Option("--image", help="Query image (repeat to average several).")] = None,
+    frame: Annotated[int | None, typer.Option("--frame", help="Query with a stored frame's vector.")] = None,
+    vector: Annotated[Path | None, typer.Option("--vector", help="Query vector in a .npy file.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Number of results.")] = 10,
+    where: Annotated[str | None, typer.Option("--where", help="SQL filter over frames, sources and tags, e.g. "
+                                              "\"sources.tags->>'city' = 'berlin' AND frames.pts_seconds > 60\".")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="faiss, pgvector or exact.")] = "faiss",
+    nprobe: Annotated[int | None, typer.Option("--nprobe", help="IVF lists to probe (default: tuned at build).")] = None,
+    per_source: Annotated[int | None, typer.Option("--per-source", help="At most N results per source.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model to search (default: the only stored one).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Device to embed --image queries: auto, cpu or cuda.")] = "auto",
+    save: Annotated[str | None, typer.Option("--save", help="Name the stored search run.")] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not store the run in search_runs.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
+) -> None:
+    """Find the frames nearest to a query image, frame or vector; results are stored for SQL."""
+    from sisyphus_db.search.engine import SearchRequest, search as run_search, validate_request
+    from sisyphus_db.search.indexing import resolve_model
+    from sisyphus_db.search.queries import build_query
+
+    if json_output and csv_output:
+        raise InputError("choose one of --json and --csv")
+    request = SearchRequest(k=k, backend=backend, where=where, nprobe=nprobe, per_source=per_source,
+                            save=not no_save, name=save)
+    validate_request(request)
+    db = open_db(ctx)
+    try:
+        stored = resolve_model(db, model)
+        query = build_query(db, stored, images=image or [], frame_id=frame, vector_file=vector, device=device)
+        outcome = run_search(db, stored, query, request)
+    finally:
+        db.dispose()
+    for warning in outcome.warnings:
+        stderr_console().print(f"warning: {warning}", soft_wrap=True, markup=False)
+    if json_output:
+        emit_json(outcome.to_json())
+        return
+    if csv_output:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(RESULT_COLUMNS)
+        for hit in outcome.hits:
+            row = hit.to_json()
+            writer.writerow([row[column] for column in RESULT_COLUMNS])
+        return
+    table = Table("rank", "distance", "source", "time s", "path", title=f"{len(outcome.hits)} results "
+                  f"({outcome.backend}, {outcome.elapsed_ms:.0f} ms)" + (f", run {outcome.run_id}" if outcome.run_id else ""))
+    for hit in outcome.hits:
+        table.add_row(str(hit.rank), f"{hit.distance:.4f}", hit.source_uri, f"{hit.pts_seconds:.2f}", hit.path)
+    stdout_console().print(table)
+
+
+def knn_graph(
+    ctx: typer.Context,
+    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Neighbours per frame.")] = 10,
+    model: Annotated[str | None, typer.Option("--model", help="Model (default: the only stored one).")] = None,
+    nprobe: Annotated[int | None, typer.Option("--nprobe", help="IVF lists to probe (default: tuned at build).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """Search every frame against the faiss index in bulk and store the neighbour graph in knn_edges."""
+    from sisyphus_db.search.indexing import resolve_model
+    from sisyphus_db.search.knn_graph import build_knn_graph
+
+    db = open_db(ctx)
+    try:
+        report = build_knn_graph(db, resolve_model(db, model), k=k, nprobe=nprobe)
+    finally:
+        db.dispose()
+    if json_output:
+        emit_json(report.to_json())
+        return
+    typer.echo(f"stored {report.edges} edges for {report.frames} frames (k={k}) in {report.seconds:.1f} s "
+               f"(search {report.search_seconds:.1f} s); query them in the knn_edges table")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="search")(search)
+    app.command(name="knn-graph")(knn_graph)

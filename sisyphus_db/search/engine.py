@@ -1,0 +1,165 @@
+"""Query planning: filter -> candidate set -> faiss, pgvector or exact -> exact rerank -> persist."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+
+from sisyphus_db.db.database import Database
+from sisyphus_db.errors import AnnIndexError, InputError
+from sisyphus_db.search.backends import Neighbours, exact_neighbours, faiss_neighbours, pgvector_neighbours
+from sisyphus_db.search.filters import filtered_frame_ids
+from sisyphus_db.search.queries import Query
+from sisyphus_db.search.runs import SearchHit, frame_details, save_run
+from sisyphus_db.store.indexes import IndexRecord, find_index
+from sisyphus_db.store.registry import StoredModel
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("faiss", "pgvector", "exact")
+MAX_K = 10_000
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    k: int = 10
+    backend: str = "faiss"
+    where: str | None = None
+    nprobe: int | None = None
+    ef_search: int | None = None
+    per_source: int | None = None
+    save: bool = True
+    name: str | None = None
+
+
+@dataclass
+class SearchOutcome:
+    run_id: int | None
+    hits: list[SearchHit]
+    backend: str
+    params: dict[str, Any] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "backend": self.backend, "params": self.params,
+                "elapsed_ms": round(self.elapsed_ms, 3), "results": [hit.to_json() for hit in self.hits]}
+
+
+def validate_request(request: SearchRequest) -> None:
+    if request.backend not in BACKENDS:
+        raise InputError(f"unknown backend {request.backend!r}: expected one of {', '.join(BACKENDS)}")
+    if not 1 <= request.k <= MAX_K:
+        raise InputError(f"--k must be between 1 and {MAX_K}, got {request.k}")
+    if request.nprobe is not None and request.backend != "faiss":
+        raise InputError("--nprobe applies to the faiss backend only")
+    if request.nprobe is not None and request.nprobe < 1:
+        raise InputError(f"--nprobe must be at least 1, got {request.nprobe}")
+    if request.per_source is not None and request.per_source < 1:
+        raise InputError(f"--per-source must be at least 1, got {request.per_source}")
+
+
+def search(db: Database, model: StoredModel, query: Query, request: SearchRequest) -> SearchOutcome:
+    """Run one search and, unless request.save is False, store it as a search run."""
+    validate_request(request)
+    started = time.perf_counter()
+    warnings: list[str] = []
+    record = _index_for(db, model, request.backend, warnings)
+    if record is not None and request.nprobe is not None:
+        from sisyphus_db.ann.params import check_nprobe
+        from sisyphus_db.search.indexing import load_faiss_index
+
+        check_nprobe(load_faiss_index(record), request.nprobe)  # misspelt or inapplicable: fails loudly
+    allowed = filtered_frame_ids(db, request.where, model.id) if request.where and request.backend == "faiss" else None
+    params: dict[str, Any] = {}
+
+    def neighbours(depth: int) -> Neighbours:
+        if request.backend == "exact":
+            return exact_neighbours(db, model, query.vector, depth, where=request.where)
+        if request.backend == "pgvector":
+            assert record is not None
+            ef = request.ef_search or int(record.params.get("ef_search", 40))
+            params["ef_search"] = ef
+            return pgvector_neighbours(db, model, query.vector, depth, ef_search=max(ef, depth), where=request.where)
+        assert record is not None
+        found, info = faiss_neighbours(db, model, record, query.vector, depth, nprobe=request.nprobe,
+                                       allowed=allowed, where=request.where)
+        params.update(info)
+        return found
+
+    depth = request.k * (request.per_source and 4 or 1)
+    if request.backend == "faiss" and record is not None:
+        depth = max(depth, int(record.params.get("rerank_k") or request.k))
+    total = _vector_count(db, model)
+    while True:
+        ids, distances = neighbours(depth)
+        kept = _cap_per_source(db, ids, distances, request.per_source, request.k)
+        if len(kept) >= request.k or depth >= total or ids.size < depth:
+            break
+        depth = min(total, depth * 4)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    details = frame_details(db, [frame_id for frame_id, _ in kept])
+    hits = [
+        SearchHit(rank=rank, frame_id=frame_id, distance=float(distance), **details[frame_id])
+        for rank, (frame_id, distance) in enumerate((item for item in kept if item[0] in details), start=1)
+    ]
+    params = {**params, "k": request.k, "per_source": request.per_source, "model": model.name}
+    run_id = None
+    if request.save:
+        run_id = save_run(db, model_id=model.id, query=query.description, where=request.where,
+                          backend=request.backend, k=request.k, params=params, elapsed_ms=elapsed_ms,
+                          name=request.name, hits=hits)
+    return SearchOutcome(run_id, hits, request.backend, params, elapsed_ms, warnings)
+
+
+def _index_for(db: Database, model: StoredModel, backend: str, warnings: list[str]) -> IndexRecord | None:
+    if backend == "exact":
+        return None
+    record = find_index(db, model.id, backend)
+    if record is None:
+        command = "sisyphus index build --backend pgvector" if backend == "pgvector" else "sisyphus index build"
+        raise AnnIndexError(f"there is no {backend} index for {model.name}: run `{command}`")
+    if backend == "faiss":
+        with db.transaction() as conn:
+            newer = conn.execute(sa.text(
+                "SELECT count(*) FROM embeddings WHERE model_id = :m AND frame_id > :w"),
+                {"m": model.id, "w": record.watermark}).scalar_one()
+        if newer:
+            message = f"{newer} frames are newer than the faiss index and not searched: run `sisyphus index update`"
+            warnings.append(message)
+            logger.warning(message)
+    return record
+
+
+def _vector_count(db: Database, model: StoredModel) -> int:
+    with db.transaction() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM embeddings WHERE model_id = :m"),
+                                {"m": model.id}).scalar_one())
+
+
+def _cap_per_source(db: Database, ids: npt.NDArray[np.int64], distances: npt.NDArray[np.float32],
+                    per_source: int | None, k: int) -> list[tuple[int, float]]:
+    pairs = [(int(i), float(d)) for i, d in zip(ids, distances, strict=True) if i >= 0]
+    if per_source is None:
+        return pairs[:k]
+    with db.transaction() as conn:
+        sources = dict(conn.execute(sa.text("SELECT id, source_id FROM frames WHERE id = ANY(:ids)"),
+                                    {"ids": [i for i, _ in pairs]}).all())
+    counts: dict[int, int] = {}
+    kept: list[tuple[int, float]] = []
+    for frame_id, distance in pairs:
+        source = sources.get(frame_id)
+        if source is None:
+            continue
+        if counts.get(source, 0) < per_source:
+            counts[source] = counts.get(source, 0) + 1
+            kept.append((frame_id, distance))
+            if len(kept) == k:
+                break
+    return kept

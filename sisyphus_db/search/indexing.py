@@ -1,0 +1,327 @@
+"""Building, updating, verifying and dropping the indexes derived from the embeddings table.
+
+The faiss sidecar is a file under SISYPHUS_HOME/indexes whose ids are frame ids; its
+registry row in `ann_indexes` says which model, which frames (the watermark: the
+highest frame id it holds) and which file (sha256). The pgvector alternative is an HNSW
+expression index, partial on the model: `(vec::halfvec(d)) ... WHERE model_id = m`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sisyphus_db.db.database import Database
+from sisyphus_db.errors import AnnIndexError, InputError
+from sisyphus_db.store.indexes import IndexRecord, delete_index, find_index, list_indexes, save_index
+from sisyphus_db.store.registry import StoredModel, find_model, stored_models
+from sisyphus_db.store.vectors import frame_ids_of_model, model_vectors
+
+logger = logging.getLogger(__name__)
+
+METRIC = "cosine"
+DEFAULT_TARGET_RECALL = 0.95
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH_STEPS = (40, 80, 160, 320, 640, 1000)
+
+Progress = Callable[[str, int, int | None], None]  # (stage, advance, total)
+
+
+def resolve_model(db: Database, name: str | None) -> StoredModel:
+    """The stored model to work with: the one named, or the only one there is."""
+    if name is not None:
+        from sisyphus_db.embed.models import get_model_spec
+
+        model = find_model(db, name)
+        if model is None:
+            # Accept spellings with the default pooling suffix (resnet50@max is resnet50).
+            try:
+                model = find_model(db, get_model_spec(name).name)
+            except Exception:  # noqa: BLE001 - an unknown name is reported below
+                model = None
+        if model is None:
+            known = ", ".join(m.name for m in stored_models(db)) or "none yet: run `sisyphus ingest` first"
+            raise InputError(f"no vectors for model {name!r} in the database (models: {known})")
+        return model
+    models = stored_models(db)
+    if not models:
+        raise InputError("the database holds no vectors yet: run `sisyphus ingest` first")
+    if len(models) > 1:
+        raise InputError(f"several models are stored ({', '.join(m.name for m in models)}): choose one with --model")
+    return models[0]
+
+
+def index_path(db: Database, model: StoredModel) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:60]
+    return db.settings.index_dir / f"{slug}-{model.id}.faiss"
+
+
+@dataclass
+class BuildReport:
+    record: IndexRecord
+    vectors: int
+    seconds: float
+    tune_table: list[dict[str, Any]] = field(default_factory=list)
+    reached: bool = True
+
+
+def build_faiss_index(
+    db: Database,
+    model: StoredModel,
+    *,
+    factory: str = "auto",
+    train_size: int | None = None,
+    device: str = "auto",
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    memory_budget_bytes: int | None = None,
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Train, add every vector under its frame id, tune nprobe and rerank depth, write, register."""
+    from sisyphus_db.ann.build import build_index
+    from sisyphus_db.ann.device import resolve_faiss_device
+    from sisyphus_db.ann.factory import choose_factory
+    from sisyphus_db.ann.files import write_index_atomic
+    from sisyphus_db.ann.tune import tune
+
+    if not 0.0 < target_recall <= 1.0:
+        raise InputError(f"--target-recall must be in (0, 1], got {target_recall}")
+    where = resolve_faiss_device(device)
+    started = time.perf_counter()
+    ids, vectors = model_vectors(db, model.id, model.dim, progress=_stage(progress, "read vectors"))
+    if ids.size == 0:
+        raise AnnIndexError(f"model {model.name} has no vectors: run `sisyphus ingest` first")
+    if factory == "auto":
+        budget = {} if memory_budget_bytes is None else {"memory_budget_bytes": memory_budget_bytes}
+        factory = choose_factory(int(ids.size), model.dim, gpu=where == "cuda", **budget)
+    logger.info("building %s over %d %d-d vectors on %s", factory, ids.size, model.dim, where)
+    index = build_index(vectors, ids, factory=factory, train_size=train_size, device=where,
+                        progress=_stage(progress, "add vectors", int(ids.size)))
+    tuned = tune(index, vectors, ids, target_recall=target_recall, progress=_stage(progress, "tune"))
+    if not tuned.reached:
+        logger.warning("%s reached recall@10 %.3f, below the target %.2f, at its widest setting",
+                       factory, tuned.recall_at_10, target_recall)
+    path = index_path(db, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sha256 = write_index_atomic(index, path)
+    seconds = time.perf_counter() - started
+    record = save_index(
+        db, model_id=model.id, backend="faiss", factory=factory, metric=METRIC, path=str(path), sha256=sha256,
+        ntotal=int(index.ntotal), watermark=int(ids.max()),
+        params={"nprobe": tuned.nprobe, "rerank_k": tuned.rerank_k, "target_recall": target_recall,
+                "reached": tuned.reached, "train_size": train_size, "tune_seconds": round(tuned.seconds, 3)},
+        recall_at_10=tuned.recall_at_10, build_seconds=seconds, device=where, state="ready",
+    )
+    forget_loaded(path)
+    table = [{"nprobe": row.nprobe, "rerank_k": row.rerank_k, "recall_at_10": row.recall_at_10}
+             for row in tuned.table]
+    return BuildReport(record, int(ids.size), seconds, table, tuned.reached)
+
+
+@dataclass
+class UpdateReport:
+    record: IndexRecord
+    added: int
+    removed: int
+
+
+def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress | None = None) -> UpdateReport:
+    """Add the frames above the watermark and remove deleted ones, without retraining."""
+    from sisyphus_db.ann.build import add_vectors, index_ids, remove_ids
+    from sisyphus_db.ann.files import write_index_atomic
+
+    record = require_faiss_record(db, model)
+    index = load_faiss_index(record)
+    ids, vectors = model_vectors(db, model.id, model.dim, above_id=record.watermark,
+                                 progress=_stage(progress, "read new vectors"))
+    if ids.size:
+        add_vectors(index, vectors, ids)
+    gone = np.setdiff1d(index_ids(index), frame_ids_of_model(db, model.id), assume_unique=False)
+    removed = remove_ids(index, gone) if gone.size else 0
+    if ids.size == 0 and removed == 0:
+        return UpdateReport(record, 0, 0)
+    sha256 = write_index_atomic(index, Path(str(record.path)))
+    forget_loaded(Path(str(record.path)))
+    updated = save_index(db, model_id=model.id, backend="faiss", sha256=sha256, ntotal=int(index.ntotal),
+                         watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready")
+    return UpdateReport(updated, int(ids.size), int(removed))
+
+
+@dataclass
+class VerifyReport:
+    record: IndexRecord
+    problems: list[str]
+    pending: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_faiss_index(db: Database, model: StoredModel) -> VerifyReport:
+    """Check the file against its registry row and its ids against the table; say what differs."""
+    from sisyphus_db.ann.build import index_ids
+    from sisyphus_db.ann.files import file_sha256, read_index
+
+    record = require_faiss_record(db, model)
+    path = Path(str(record.path))
+    problems: list[str] = []
+    if not path.exists():
+        return VerifyReport(record, [f"index file {path} is missing: rebuild with `sisyphus index build`"], 0)
+    actual = file_sha256(path)
+    if actual != record.sha256:
+        problems.append(f"index file {path} has sha256 {actual[:12]}, the registry says {str(record.sha256)[:12]}: "
+                        "it was changed or replaced")
+    try:
+        index = read_index(path)
+    except AnnIndexError as exc:
+        return VerifyReport(record, [*problems, str(exc)], 0)
+    if int(index.ntotal) != record.ntotal:
+        problems.append(f"the file holds {index.ntotal} vectors, the registry says {record.ntotal}")
+    in_index = index_ids(index)
+    in_table = frame_ids_of_model(db, model.id)
+    covered = in_table[in_table <= record.watermark]
+    missing = np.setdiff1d(covered, in_index)
+    stale = np.setdiff1d(in_index, in_table)
+    pending = int((in_table > record.watermark).sum())
+    if missing.size:
+        problems.append(f"{missing.size} frames at or below the watermark {record.watermark} are missing from the "
+                        f"index (e.g. {_sample(missing)}): rebuild with `sisyphus index build`")
+    if stale.size:
+        problems.append(f"{stale.size} ids in the index are no longer in the table (e.g. {_sample(stale)}): "
+                        "run `sisyphus index update`")
+    duplicates = in_index.size - np.unique(in_index).size
+    if duplicates:
+        problems.append(f"{duplicates} ids are stored more than once in the index")
+    return VerifyReport(record, problems, pending)
+
+
+def drop_index(db: Database, model: StoredModel, backend: str) -> IndexRecord:
+    record = find_index(db, model.id, backend)
+    if record is None:
+        raise AnnIndexError(f"there is no {backend} index for {model.name}")
+    if backend == "faiss" and record.path:
+        Path(record.path).unlink(missing_ok=True)
+        forget_loaded(Path(record.path))
+    if backend == "pgvector":
+        with db.transaction() as conn:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
+    delete_index(db, record.id)
+    return record
+
+
+def require_faiss_record(db: Database, model: StoredModel) -> IndexRecord:
+    record = find_index(db, model.id, "faiss")
+    if record is None:
+        raise AnnIndexError(f"there is no faiss index for {model.name}: run `sisyphus index build`")
+    if record.state != "ready" or not record.path:
+        raise AnnIndexError(f"the faiss index for {model.name} is {record.state}: run `sisyphus index build`")
+    return record
+
+
+_loaded: dict[tuple[str, str], Any] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_faiss_index(record: IndexRecord) -> Any:
+    """The index file, checked against the registry checksum, cached per (path, sha256)."""
+    from sisyphus_db.ann.files import read_index
+
+    key = (str(record.path), str(record.sha256))
+    with _loaded_lock:
+        if key not in _loaded:
+            _loaded[key] = read_index(str(record.path), expected_sha256=record.sha256)
+        return _loaded[key]
+
+
+def forget_loaded(path: Path) -> None:
+    with _loaded_lock:
+        for key in [key for key in _loaded if key[0] == str(path)]:
+            del _loaded[key]
+
+
+# ---- pgvector HNSW -----------------------------------------------------------------------
+
+def hnsw_index_name(model: StoredModel) -> str:
+    return f"embeddings_hnsw_model_{model.id}"
+
+
+def hnsw_expression(model: StoredModel, alias: str = "") -> str:
+    """The indexed expression; queries must spell it exactly so the planner uses the index."""
+    prefix = f"{alias}." if alias else ""
+    return f"({prefix}vec::halfvec({model.dim}))"
+
+
+def build_pgvector_index(db: Database, model: StoredModel, *, target_recall: float = DEFAULT_TARGET_RECALL,
+                         progress: Progress | None = None) -> BuildReport:
+    """An HNSW expression index on the model's vectors, with ef_search tuned to the target recall."""
+    started = time.perf_counter()
+    with db.transaction() as conn:
+        n = int(conn.exec_driver_sql(f"SELECT count(*) FROM embeddings WHERE model_id = {model.id}").scalar_one())
+    if n == 0:
+        raise AnnIndexError(f"model {model.name} has no vectors: run `sisyphus ingest` first")
+    if progress is not None:
+        progress("build hnsw", 0, None)
+    with db.transaction() as conn:
+        conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
+        conn.exec_driver_sql(
+            f"CREATE INDEX {hnsw_index_name(model)} ON embeddings USING hnsw ({hnsw_expression(model)} "
+            f"halfvec_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
+            f"WHERE model_id = {model.id}"
+        )
+        watermark = int(conn.exec_driver_sql(
+            f"SELECT coalesce(max(frame_id), 0) FROM embeddings WHERE model_id = {model.id}").scalar_one())
+    build_seconds = time.perf_counter() - started
+    ef_search, recall, table = _tune_ef_search(db, model, target_recall)
+    record = save_index(
+        db, model_id=model.id, backend="pgvector", factory=f"HNSW(m={HNSW_M},ef_construction={HNSW_EF_CONSTRUCTION})",
+        metric=METRIC, path=None, sha256=None, ntotal=n, watermark=watermark,
+        params={"ef_search": ef_search, "target_recall": target_recall, "index_seconds": round(build_seconds, 3)},
+        recall_at_10=recall, build_seconds=time.perf_counter() - started, device="postgres", state="ready",
+    )
+    return BuildReport(record, n, time.perf_counter() - started, table, recall >= target_recall)
+
+
+def _tune_ef_search(db: Database, model: StoredModel, target_recall: float,
+                    n_queries: int = 100) -> tuple[int, float, list[dict[str, Any]]]:
+    """Smallest ef_search whose recall@10 on sampled stored vectors reaches the target."""
+    from sisyphus_db.search.backends import exact_neighbours, pgvector_neighbours
+
+    ids, vectors = model_vectors(db, model.id, model.dim)
+    rng = np.random.default_rng(0)
+    sample = rng.choice(ids.size, size=min(n_queries, ids.size), replace=False)
+    truth = [set(exact_neighbours(db, model, vectors[i], 10)[0].tolist()) for i in sample]
+    table: list[dict[str, Any]] = []
+    for ef in HNSW_EF_SEARCH_STEPS:
+        hits = 0
+        for row, i in enumerate(sample):
+            found, _ = pgvector_neighbours(db, model, vectors[i], 10, ef_search=ef)
+            hits += len(truth[row] & set(found.tolist()))
+        recall = hits / max(1, sum(len(t) for t in truth))
+        table.append({"ef_search": ef, "recall_at_10": recall})
+        if recall >= target_recall:
+            return ef, recall, table
+    return HNSW_EF_SEARCH_STEPS[-1], table[-1]["recall_at_10"], table
+
+
+def indexes_status(db: Database) -> list[IndexRecord]:
+    return list_indexes(db)
+
+
+def _stage(progress: Progress | None, stage: str, total: int | None = None) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda advance: progress(stage, advance, total)
+
+
+def _sample(ids: np.ndarray, count: int = 5) -> str:
+    return ", ".join(str(int(i)) for i in ids[:count])

@@ -1,0 +1,84 @@
+"""The `ann_indexes` registry: which model, factory, file, checksum and watermark an index holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from sisyphus_db.db.database import Database
+from sisyphus_db.db.models import AnnIndex, Model
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    id: int
+    model_id: int
+    model_name: str
+    dim: int
+    backend: str
+    factory: str
+    metric: str
+    path: str | None
+    sha256: str | None
+    ntotal: int
+    watermark: int
+    params: dict[str, Any]
+    recall_at_10: float | None
+    build_seconds: float | None
+    device: str | None
+    state: str
+    updated_at: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name, "backend": self.backend, "factory": self.factory, "metric": self.metric,
+            "path": self.path, "sha256": self.sha256, "ntotal": self.ntotal, "watermark": self.watermark,
+            "params": self.params, "recall_at_10": self.recall_at_10, "build_seconds": self.build_seconds,
+            "device": self.device, "state": self.state, "updated_at": str(self.updated_at),
+        }
+
+
+_COLUMNS = (AnnIndex.id, AnnIndex.model_id, Model.name, Model.dim, AnnIndex.backend, AnnIndex.factory,
+            AnnIndex.metric, AnnIndex.path, AnnIndex.sha256, AnnIndex.ntotal, AnnIndex.watermark, AnnIndex.params,
+            AnnIndex.recall_at_10, AnnIndex.build_seconds, AnnIndex.device, AnnIndex.state, AnnIndex.updated_at)
+
+
+def _record(row: Any) -> IndexRecord:
+    return IndexRecord(*row)
+
+
+def list_indexes(db: Database, model_id: int | None = None) -> list[IndexRecord]:
+    query = sa.select(*_COLUMNS).join(Model, Model.id == AnnIndex.model_id).order_by(AnnIndex.id)
+    if model_id is not None:
+        query = query.where(AnnIndex.model_id == model_id)
+    with db.transaction() as conn:
+        return [_record(row) for row in conn.execute(query).all()]
+
+
+def find_index(db: Database, model_id: int, backend: str) -> IndexRecord | None:
+    for record in list_indexes(db, model_id):
+        if record.backend == backend:
+            return record
+    return None
+
+
+def save_index(db: Database, *, model_id: int, backend: str, **values: Any) -> IndexRecord:
+    """Create or replace the registry row of (model, backend)."""
+    values = {**values, "updated_at": sa.func.now()}
+    with db.transaction() as conn:
+        statement = insert(AnnIndex).values(model_id=model_id, backend=backend, **values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["model_id", "backend"], set_={key: statement.excluded[key] for key in values}
+        )
+        conn.execute(statement)
+    record = find_index(db, model_id, backend)
+    assert record is not None
+    return record
+
+
+def delete_index(db: Database, record_id: int) -> None:
+    with db.transaction() as conn:
+        conn.execute(sa.delete(AnnIndex).where(AnnIndex.id == record_id))
