@@ -36,4 +36,5 @@ __all__ = [
     "to_gpu",
     "tune",
     "validate_factory",
+    "write_index_atomic",
 ]

@@ -53,10 +53,11 @@ def _new_index(factory: str, d: int) -> Any:
         # can also reconstruct by id.
         index = faiss.index_factory(d, "IDMap2," + factory, faiss.METRIC_L2)
     for part in (index, faiss.try_extract_index_ivf(index)):
-        if part is not None and hasattr(faiss.downcast_index(part), "do_polysemous_training"):
+        concrete: Any = faiss.downcast_index(part) if part is not None else None
+        if concrete is not None and hasattr(concrete, "do_polysemous_training"):
             # factory PQ defaults to polysemous training (code permutations for Hamming
             # filtering): minutes of CPU for a search mode we never use (no `ht`).
-            faiss.downcast_index(part).do_polysemous_training = False
+            concrete.do_polysemous_training = False
     return index
 
 
@@ -95,8 +96,6 @@ def build_index(
     progress: called with the number of vectors added after each batch.
     Returns a CPU index (a GPU build is copied back), ntotal == n.
     """
-    import faiss
-
     x = as_vectors(vectors)
     n, d = x.shape
     id_arr = as_ids(ids, n)
@@ -189,7 +188,7 @@ def index_ids(index: Any) -> npt.NDArray[np.int64]:
     index = to_cpu(index)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
-        invlists = ivf.invlists
+        invlists: Any = ivf.invlists
         parts: list[npt.NDArray[np.int64]] = []
         for list_no in range(ivf.nlist):
             size = invlists.list_size(list_no)

@@ -71,10 +71,12 @@ def to_gpu(index: Any, *, gpu_id: int = 0) -> Any:
         )
     resources = faiss.StandardGpuResources()
     options = faiss.GpuClonerOptions()
-    options.useFloat16LookupTables = _pq_m(index) >= FLOAT16_LUT_MIN_M
-    gpu_index = faiss.index_cpu_to_gpu(resources, gpu_id, index, options)
+    # For IVF-PQ the cloner maps `useFloat16` to the index's useFloat16LookupTables; only
+    # set it for PQ (on IVF-Flat it would mean float16 storage of the vectors).
+    options.useFloat16 = _pq_m(index) >= FLOAT16_LUT_MIN_M
+    gpu_index: Any = faiss.index_cpu_to_gpu(resources, gpu_id, index, options)
     # Without this reference the resources could be freed while the index still uses them.
-    gpu_index._sisyphus_gpu_resources = resources
+    gpu_index.referenced_objects = [*getattr(gpu_index, "referenced_objects", []), resources]
     logger.debug("moved %s to GPU %d", type(index).__name__, gpu_id)
     return gpu_index
 

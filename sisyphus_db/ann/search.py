@@ -47,9 +47,16 @@ def _search_params(index: Any, nprobe: int | None, selector: Any) -> Any:
 
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
-        return faiss.SearchParameters(sel=selector) if selector is not None else None
-    # SearchParametersIVF defaults to nprobe=1, not to the index's nprobe: always pass it.
-    return faiss.SearchParametersIVF(nprobe=nprobe or int(ivf.nprobe), sel=selector)
+        if selector is None:
+            return None
+        params: Any = faiss.SearchParameters()
+    else:
+        params = faiss.SearchParametersIVF()
+        # SearchParametersIVF defaults to nprobe=1, not to the index's nprobe: always set it.
+        params.nprobe = nprobe or int(ivf.nprobe)
+    if selector is not None:
+        params.sel = selector  # the caller keeps `selector` alive for the whole search
+    return params
 
 
 def search(
@@ -103,7 +110,7 @@ def search(
             probe = min(int(ivf.nlist), probe * 4)
             logger.debug("%d queries short of %d allowed results: nprobe -> %d", short.size,
                          want, probe)
-            params = faiss.SearchParametersIVF(nprobe=probe, sel=selector)
+            params = _search_params(index, probe, selector)
             distances[short], ids[short] = index.search(q[short], k, params=params)
             short = short[(ids[short] >= 0).sum(axis=1) < want]
     return _finish(distances, ids)
