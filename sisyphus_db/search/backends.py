@@ -102,7 +102,9 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         info["selectivity"] = round(fraction, 6)
         if allowed.size <= EXACT_CANDIDATES_MAX:
             info["strategy"] = "exact-filtered"
-            return exact_neighbours(db, model, query, depth, where=where), info
+            found = exact_neighbours(db, model, query, depth, where=where)
+            info["exhausted"] = found[0].size < depth
+            return found, info
         if fraction < SELECTOR_MAX_FRACTION:
             info["strategy"] = "id-selector"
             widened = _widen(index, nprobe, fraction)
@@ -119,6 +121,8 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
                 _, found = search(index, query[None, :], min(depth, allowed.size), nprobe=_widen(index, nprobe, fraction),
                                   allowed_ids=allowed)
                 candidates = found[0]
+    # Exhausted: the index had no more candidates to give (deleted frames do not count as given).
+    info["exhausted"] = int((candidates >= 0).sum()) < depth
     ids, vectors = vectors_by_id(db, model.id, model.dim, candidates)
     if ids.size == 0:
         return (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)), info

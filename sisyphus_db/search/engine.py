@@ -79,28 +79,35 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
     allowed = filtered_frame_ids(db, request.where, model.id) if request.where and request.backend == "faiss" else None
     params: dict[str, Any] = {}
 
-    def neighbours(depth: int) -> Neighbours:
+    def neighbours(depth: int) -> tuple[Neighbours, bool]:
+        """The nearest `depth` frames, and whether asking for more could not find others."""
         if request.backend == "exact":
-            return exact_neighbours(db, model, query.vector, depth, where=request.where)
+            found = exact_neighbours(db, model, query.vector, depth, where=request.where)
+            return found, found[0].size < depth
         if request.backend == "pgvector":
             assert record is not None
             ef = request.ef_search or int(record.params.get("ef_search", 40))
             params["ef_search"] = ef
-            return pgvector_neighbours(db, model, query.vector, depth, ef_search=max(ef, depth), where=request.where)
+            found = pgvector_neighbours(db, model, query.vector, depth, ef_search=max(ef, depth),
+                                        where=request.where)
+            return found, found[0].size < depth
         assert record is not None
         found, info = faiss_neighbours(db, model, record, query.vector, depth, nprobe=request.nprobe,
                                        allowed=allowed, where=request.where)
+        # Fewer re-ranked results than candidates is not the end: candidates whose frames
+        # were deleted since the last `index update` are dropped, and deeper search refills k.
+        exhausted = bool(info.pop("exhausted"))
         params.update(info)
-        return found
+        return found, exhausted
 
     depth = request.k * (request.per_source and 4 or 1)
     if request.backend == "faiss" and record is not None:
         depth = max(depth, int(record.params.get("rerank_k") or request.k))
     total = _vector_count(db, model)
     while True:
-        ids, distances = neighbours(depth)
+        (ids, distances), exhausted = neighbours(depth)
         kept = _cap_per_source(db, ids, distances, request.per_source, request.k)
-        if len(kept) >= request.k or depth >= total or ids.size < depth:
+        if len(kept) >= request.k or depth >= total or exhausted:
             break
         depth = min(total, depth * 4)
     elapsed_ms = (time.perf_counter() - started) * 1000.0

@@ -21,7 +21,7 @@ import numpy as np
 
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
-from sisyphus_db.store.indexes import IndexRecord, delete_index, find_index, list_indexes, save_index
+from sisyphus_db.store.indexes import IndexRecord, delete_index, find_index, list_indexes, save_index, update_index
 from sisyphus_db.store.registry import StoredModel, find_model, stored_models
 from sisyphus_db.store.vectors import frame_ids_of_model, model_vectors
 
@@ -138,8 +138,11 @@ def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress |
     from sisyphus_db.ann.build import add_vectors, index_ids, remove_ids
     from sisyphus_db.ann.files import write_index_atomic
 
+    from sisyphus_db.ann.files import read_index
+
     record = require_faiss_record(db, model)
-    index = load_faiss_index(record)
+    # A private copy: the cached one may be serving searches while this one changes.
+    index = read_index(str(record.path), expected_sha256=record.sha256)
     ids, vectors = model_vectors(db, model.id, model.dim, above_id=record.watermark,
                                  progress=_stage(progress, "read new vectors"))
     if ids.size:
@@ -150,8 +153,8 @@ def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress |
         return UpdateReport(record, 0, 0)
     sha256 = write_index_atomic(index, Path(str(record.path)))
     forget_loaded(Path(str(record.path)))
-    updated = save_index(db, model_id=model.id, backend="faiss", sha256=sha256, ntotal=int(index.ntotal),
-                         watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready")
+    updated = update_index(db, record.id, sha256=sha256, ntotal=int(index.ntotal),
+                           watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready")
     return UpdateReport(updated, int(ids.size), int(removed))
 
 
@@ -227,18 +230,38 @@ def require_faiss_record(db: Database, model: StoredModel) -> IndexRecord:
     return record
 
 
-_loaded: dict[tuple[str, str], Any] = {}
+_loaded: dict[tuple[str, str, tuple[int, int, int] | None], Any] = {}
 _loaded_lock = threading.Lock()
 
 
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of the file, None when it is missing: a cheap change detector."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def load_faiss_index(record: IndexRecord) -> Any:
-    """The index file, checked against the registry checksum, cached per (path, sha256)."""
+    """The index file, checked against the registry checksum, cached per (path, sha256, file).
+
+    The cache key includes the file's inode, size and mtime, so a file that was deleted,
+    replaced or modified since it was loaded is read (and its checksum checked) again
+    instead of being served from memory.
+    """
     from sisyphus_db.ann.files import read_index
 
-    key = (str(record.path), str(record.sha256))
+    path = Path(str(record.path))
+    key = (str(path), str(record.sha256), _file_identity(path))
     with _loaded_lock:
         if key not in _loaded:
-            _loaded[key] = read_index(str(record.path), expected_sha256=record.sha256)
+            for stale in [cached for cached in _loaded if cached[0] == str(path)]:
+                del _loaded[stale]
+            index = read_index(path, expected_sha256=record.sha256)
+            if key[2] is not None:
+                _loaded[key] = index
+            return index
         return _loaded[key]
 
 

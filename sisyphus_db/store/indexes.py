@@ -79,6 +79,21 @@ def save_index(db: Database, *, model_id: int, backend: str, **values: Any) -> I
     return record
 
 
+def update_index(db: Database, record_id: int, **values: Any) -> IndexRecord:
+    """Change some columns of an existing registry row (e.g. after `index update`).
+
+    Not an upsert: INSERT ... ON CONFLICT checks NOT NULL columns (factory, metric) of the
+    proposed row before it sees the conflict, so a partial upsert always fails.
+    """
+    values = {**values, "updated_at": sa.func.now()}
+    with db.transaction() as conn:
+        row = conn.execute(sa.update(AnnIndex).where(AnnIndex.id == record_id).values(**values)
+                           .returning(AnnIndex.model_id, AnnIndex.backend)).one()
+    record = find_index(db, row.model_id, row.backend)
+    assert record is not None
+    return record
+
+
 def delete_index(db: Database, record_id: int) -> None:
     with db.transaction() as conn:
         conn.execute(sa.delete(AnnIndex).where(AnnIndex.id == record_id))
