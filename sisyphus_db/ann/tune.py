@@ -162,6 +162,8 @@ def tune(
         sims = _candidate_sims(x, qx, _rows_of(ids_sorted, order, cand))
         for depth in depths:
             cost = nprobe * list_len + rerank_weight * depth
+            if cost >= best_cost:
+                break  # deeper is dearer still: nothing here can win any more
             row = TuneRow(nprobe, depth, _recall(sims, cand, depth, truth), cost)
             table.append(row)
             if row.recall_at_10 >= target_recall:
