@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+
+# faiss and torch spin their OpenMP threads while waiting; next to decoding workers and
+# PostgreSQL on the same cores that costs more than it saves.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Annotated
 
-import click
 import typer
 
 from sisyphus_db import __version__
@@ -74,13 +77,16 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, prog_name="sisyphus", standalone_mode=False)
     except SisyphusError as exc:
         _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted", 130)
     except KeyboardInterrupt:
         _fail("interrupted: run the same command again to resume", 130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        # Usage errors (bad option values, unknown commands): Typer's own message and exit code 2.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        sys.exit(int(getattr(exc, "exit_code", 2)))
     except BrokenPipeError:
         sys.exit(141)
     except Exception as exc:  # noqa: BLE001 - a bug must still not spill a traceback on users

@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import click
 import typer.main
 
 from sisyphus_db.cli.main import app
@@ -18,9 +17,10 @@ def _command_paths() -> list[tuple[str, ...]]:
     root = typer.main.get_command(app)
     paths: list[tuple[str, ...]] = []
 
-    def walk(command: click.Command, prefix: tuple[str, ...]) -> None:
-        if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
+    def walk(command: object, prefix: tuple[str, ...]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
                 walk(sub, (*prefix, name))
         else:
             paths.append(prefix)
@@ -35,7 +35,6 @@ def test_every_command_has_help_and_is_in_the_readme(cli) -> None:
         result = cli(*path, "--help")
         assert result.exit_code == 0, (path, result.stderr)
         assert "Usage:" in result.stdout
-        help_line = typer.main.get_command(app)
         assert f"sisyphus {' '.join(path)}" in readme, f"`sisyphus {' '.join(path)}` is missing from README.md"
 
 
@@ -80,3 +79,11 @@ def test_upgrade_and_downgrade_through_the_cli(cli, fresh_database_url: str) -> 
     assert cli("db", "upgrade", env=env).stdout == "schema at revision 0001\n"
     bad = cli("db", "downgrade", "nonsense", env=env)
     assert bad.exit_code == 1 and bad.stderr.startswith("Error: unknown revision 'nonsense'")
+
+
+def test_usage_errors_exit_2_with_typers_message(cli) -> None:
+    result = cli("db", "start", "--port", "notaport")
+    assert result.exit_code == 2
+    assert "Invalid value" in result.stderr and "internal error" not in result.stderr
+    unknown = cli("nosuchcommand")
+    assert unknown.exit_code == 2 and "No such command" in unknown.stderr
