@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search")
+COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search", "demo", "evaluate")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,138 @@
+"""`sisyphus eval copydetect` and `sisyphus eval knn`: retrieval and copy-detection metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sisyphus_db.cli.context import emit_json, open_db, settings, stdout_console
+
+app = typer.Typer(help="Retrieval and copy-detection metrics on your own images (stored in eval_runs/eval_metrics).",
+                  no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+WorkersOption = Annotated[int | None, typer.Option("--workers", min=1, help="Decoding processes for the ingest.")]
+
+
+@app.command()
+def copydetect(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Reference images and folders (they are ingested).")],
+    backends: Annotated[str, typer.Option("--backends", help="Comma-separated: exact, faiss, pgvector.")] = "exact,faiss",
+    factories: Annotated[list[str] | None, typer.Option(
+        "--factories", help="faiss factories to compare, separated by ';' or repeated (factory strings hold "
+        "commas), e.g. \"auto;IVF64,PQ16\".")] = None,
+    distractors: Annotated[int, typer.Option("--distractors", min=0, help="Generated non-matching queries for "
+                                             "µAP.")] = 20,
+    combinations: Annotated[int, typer.Option("--combinations", min=1, help="Random combinations of 2-3 "
+                                              "transformations per reference.")] = 2,
+    max_references: Annotated[int | None, typer.Option("--max-references", min=1, help="Use only the first N "
+                                                       "reference images.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Embedding model.")] = "efficientnet-lite0",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random transformations.")] = 0,
+    device: DeviceOption = "auto",
+    workers: WorkersOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Copy detection (Active Indexing protocol): r@1, r@10, r@100, MRR and µAP per transformation.
+
+    The reference images are ingested; each is transformed with every augmentation (rotations,
+    crops, blur, JPEG, colour, flip, text, random combinations) into queries that are embedded
+    in memory, never stored, and searched through each backend.
+    """
+    from sisyphus_db.cli.progress import StageProgress, progress_bars
+    from sisyphus_db.devices import resolve_torch_device
+    from sisyphus_db.evaluate.copydetect import CopyDetectOptions, run_copydetect
+    from sisyphus_db.evaluate.retrieval import parse_backends, split_factories
+
+    specs = parse_backends(backends, split_factories(factories or ["auto"]))
+    options = CopyDetectOptions(model=model, device=resolve_torch_device(device), backends=tuple(specs),
+                                distractors=distractors, combinations=combinations, max_references=max_references,
+                                seed=seed, workers=workers)
+    settings(ctx).ensure_home()
+    db = open_db(ctx)
+    try:
+        with progress_bars() as progress:
+            stages = StageProgress(progress)
+            report = run_copydetect(db, paths, options, stages, stages)
+    finally:
+        db.dispose()
+    document = report.to_json()
+    if json_output:
+        emit_json(document)
+        return
+    out = stdout_console()
+    out.print(f"{report.references} references, {report.queries} transformed queries, {report.distractors} "
+              f"distractors; {report.model}; stored as eval run {report.run_id}", soft_wrap=True)
+    for result in document["results"]:
+        table = Table("transformation", "r@1", "r@10", "r@100", "mrr", "µAP", "queries",
+                      title=_backend_title(result))
+        for name, values in [("overall", result["overall"]), *result["per_transformation"].items()]:
+            table.add_row(name, *(f"{values[key]:.3f}" for key in ("r@1", "r@10", "r@100", "mrr", "uap")),
+                          str(values["queries"]))
+        out.print(table)
+
+
+def _backend_title(result: dict[str, Any]) -> str:
+    if result["factory"] and result.get("requested") and result["requested"] != result["factory"]:
+        return f"{result['backend']} {result['factory']} (asked: {result['requested']})"
+    return f"{result['backend']} {result['factory']}" if result["factory"] else result["backend"]
+
+
+@app.command()
+def knn(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Neighbours that vote.")] = 5,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated embedding models to compare.")]
+    = "efficientnet-lite0",
+    backends: Annotated[str, typer.Option("--backends", help="Comma-separated: exact, faiss, pgvector.")] = "exact",
+    factories: Annotated[list[str] | None, typer.Option(
+        "--factories", help="faiss factories, separated by ';' or repeated.")] = None,
+    device: DeviceOption = "auto",
+    workers: WorkersOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Leave-one-out k-NN class accuracy of a labelled folder tree (class = folder name), per model and backend."""
+    from sisyphus_db.cli.progress import StageProgress, progress_bars
+    from sisyphus_db.devices import resolve_torch_device
+    from sisyphus_db.errors import InputError
+    from sisyphus_db.evaluate.knn_eval import KnnEvalOptions, run_knn_eval
+    from sisyphus_db.evaluate.retrieval import parse_backends, split_factories
+
+    names = tuple(dict.fromkeys(name.strip() for name in models.split(",") if name.strip()))
+    if not names:
+        raise InputError("--models is empty: give at least one model name")
+    options = KnnEvalOptions(k=k, models=names, backends=tuple(parse_backends(backends, split_factories(
+        factories or ["auto"]))), device=resolve_torch_device(device), workers=workers)
+    settings(ctx).ensure_home()
+    db = open_db(ctx)
+    try:
+        with progress_bars() as progress:
+            stages = StageProgress(progress)
+            report = run_knn_eval(db, path, options, stages, stages)
+    finally:
+        db.dispose()
+    document = report.to_json()
+    if json_output:
+        emit_json(document)
+        return
+    classes = ", ".join(f"{name} ({count})" for name, count in report.classes.items())
+    out = stdout_console()
+    out.print(f"{report.images} images in {len(report.classes)} classes: {classes}; k={k}; "
+              f"stored as eval run {report.run_id}", soft_wrap=True, markup=False)
+    labels = list(report.classes)
+    table = Table("model", "backend", "accuracy", *labels, title=f"leave-one-out {k}-NN accuracy")
+    for result in document["results"]:
+        backend = f"{result['backend']} {result['factory']}" if result["factory"] else result["backend"]
+        table.add_row(result["model"], backend, f"{result['accuracy']:.3f}",
+                      *(f"{result['per_class'].get(label, 0.0):.3f}" for label in labels))
+    out.print(table)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="eval")
