@@ -51,7 +51,9 @@ def filter_error(exc: psycopg.Error) -> FilterError:
         return FilterError(f"--where names an unknown column or table: {message} (use frames.*, sources.*, "
                            "sources.tags->>'key')")
     if isinstance(exc, psycopg.errors.SyntaxError) or "multiple commands" in message:
-        if "multiple commands" in message:
+        # `a; DELETE ...` fails to parse inside the parentheses the filter is wrapped in;
+        # one that closes them first reaches the extended protocol's single-statement rule.
+        if "multiple commands" in message or message.endswith('at or near ";"'):
             return FilterError("--where must be a single boolean expression, not several statements")
         return FilterError(f"--where does not parse: {message}")
     if isinstance(exc, psycopg.errors.QueryCanceled):
