@@ -240,3 +240,19 @@ def test_pgvector_hnsw_build_tunes_ef_search_and_drops(database: Database, corpu
         assert conn.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = :n"),
                             {"n": hnsw_index_name(corpus.model)}).scalar_one() == 0
     assert find_index(database, corpus.model.id, "pgvector") is None
+
+
+def test_vectors_read_back_in_bulk_match_what_was_stored(database: Database, corpus: Corpus) -> None:
+    from sisyphus_db.store.vectors import model_vectors, vectors_by_id
+
+    ids, vectors = model_vectors(database, corpus.model.id, corpus.model.dim)
+    order = np.argsort(corpus.ids)
+    np.testing.assert_array_equal(ids, corpus.ids[order])
+    np.testing.assert_allclose(vectors, corpus.vectors[order], atol=2e-3)  # halfvec precision
+    above = model_vectors(database, corpus.model.id, corpus.model.dim, above_id=int(ids[-10]))[0]
+    np.testing.assert_array_equal(above, ids[-9:])
+    some = [int(ids[5]), -1, int(ids[0]), 123, int(ids[5])]  # duplicates, padding and unknown ids
+    got_ids, got = vectors_by_id(database, corpus.model.id, corpus.model.dim, some)
+    np.testing.assert_array_equal(got_ids, [ids[0], ids[5]])
+    np.testing.assert_array_equal(got, vectors[[0, 5]])
+    assert vectors_by_id(database, corpus.model.id, corpus.model.dim, [])[1].shape == (0, 64)

@@ -103,11 +103,14 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
     depth = request.k * (request.per_source and 4 or 1)
     if request.backend == "faiss" and record is not None:
         depth = max(depth, int(record.params.get("rerank_k") or request.k))
-    total = _vector_count(db, model)
+    total: int | None = None  # counted only when a first pass falls short: count(*) is a scan
     while True:
         (ids, distances), exhausted = neighbours(depth)
         kept = _cap_per_source(db, ids, distances, request.per_source, request.k)
-        if len(kept) >= request.k or depth >= total or exhausted:
+        if len(kept) >= request.k or exhausted:
+            break
+        total = _vector_count(db, model) if total is None else total
+        if depth >= total:
             break
         depth = min(total, depth * 4)
     elapsed_ms = (time.perf_counter() - started) * 1000.0

@@ -32,6 +32,7 @@ DEFAULT_TARGET_RECALL = 0.95
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH_STEPS = (40, 80, 160, 320, 640, 1000)
+HNSW_MIN_MAINTENANCE_WORK_MEM = 1 << 30
 
 Progress = Callable[[str, int, int | None], None]  # (stage, advance, total)
 
@@ -294,7 +295,10 @@ def build_pgvector_index(db: Database, model: StoredModel, *, target_recall: flo
     if progress is not None:
         progress("build hnsw", 0, None)
     with db.transaction() as conn:
-        conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
+        # At least 1 GB (the graph is built much faster in memory); a higher server setting is kept.
+        conn.exec_driver_sql(
+            "SELECT set_config('maintenance_work_mem', greatest(pg_size_bytes(current_setting("
+            f"'maintenance_work_mem')), {HNSW_MIN_MAINTENANCE_WORK_MEM}) / 1024 || 'kB', true)")
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
         conn.exec_driver_sql(
             f"CREATE INDEX {hnsw_index_name(model)} ON embeddings USING hnsw ({hnsw_expression(model)} "

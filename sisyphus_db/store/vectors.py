@@ -3,13 +3,77 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
 
 from sisyphus_db.db.database import Database
+from sisyphus_db.errors import DatabaseError
 
 IdsAndVectors = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_PARSE_BYTES = 8 << 20  # parse the COPY stream in blocks of about this many bytes
+
+
+def _row_dtype(dim: int) -> np.dtype:
+    """One binary COPY row of (bigint frame_id, halfvec(dim)): a fixed size, so numpy can parse it."""
+    return np.dtype([("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"), ("dim", ">i2"),
+                     ("unused", ">i2"), ("vec", ">f2", (dim,))])
+
+
+def _copy_out_vectors(conn: psycopg.Connection[Any], select: str, dim: int,
+                      progress: Callable[[int], None] | None = None) -> IdsAndVectors:
+    """Run `COPY (select frame_id, vec ...) TO STDOUT (FORMAT BINARY)` and parse it with numpy.
+
+    Parsing whole blocks of fixed-size rows is ~100x faster than a Python loop over rows
+    (1M x 256-d in seconds instead of a minute), which is what reading vectors back for a
+    faiss build or an exact rerank of many candidates needs.
+    """
+    row = _row_dtype(dim)
+    id_parts: list[npt.NDArray[np.int64]] = []
+    vec_parts: list[npt.NDArray[np.float32]] = []
+    buffer = bytearray()
+    header_done = False
+    total = 0
+
+    def parse(final: bool) -> None:
+        nonlocal buffer, total
+        rows = len(buffer) // row.itemsize
+        if final and len(buffer) - rows * row.itemsize != 2:
+            raise DatabaseError(f"unexpected binary COPY trailer reading {dim}-d vectors")
+        if rows == 0:
+            return
+        block = np.frombuffer(bytes(buffer[: rows * row.itemsize]), dtype=row)
+        if (block["fields"] != 2).any() or (block["dim"] != dim).any() or (block["vec_len"] != 4 + 2 * dim).any():
+            raise DatabaseError(f"stored vectors are not all {dim}-d halfvecs: the embeddings table is inconsistent")
+        del buffer[: rows * row.itemsize]
+        id_parts.append(block["id"].astype(np.int64))
+        vec_parts.append(block["vec"].astype(np.float32))
+        total += rows
+        if progress is not None:
+            progress(rows)
+
+    with conn.cursor().copy(f"COPY ({select}) TO STDOUT (FORMAT BINARY)") as copy:
+        for data in copy:
+            buffer += data
+            if not header_done and len(buffer) >= 19:
+                if bytes(buffer[:11]) != _COPY_SIGNATURE:
+                    raise DatabaseError("not a binary COPY stream")
+                extension = int.from_bytes(buffer[15:19], "big")
+                if len(buffer) < 19 + extension:
+                    continue
+                del buffer[: 19 + extension]
+                header_done = True
+            if header_done and len(buffer) >= _PARSE_BYTES:
+                parse(final=False)
+    parse(final=True)
+    ids = np.concatenate(id_parts) if id_parts else np.empty(0, dtype=np.int64)
+    vectors = np.concatenate(vec_parts) if vec_parts else np.empty((0, dim), dtype=np.float32)
+    return ids, vectors
 
 
 def model_vectors(
@@ -22,48 +86,23 @@ def model_vectors(
 ) -> IdsAndVectors:
     """Every (frame id, vector) of a model with frame id > above_id, in frame-id order."""
     with db.copy_connection() as conn:
-        count = conn.execute(
-            "SELECT count(*) FROM embeddings WHERE model_id = %s AND frame_id > %s", (model_id, above_id)
-        ).fetchone()
-        n = int(count[0]) if count else 0
-        ids = np.empty(n, dtype=np.int64)
-        vectors = np.empty((n, dim), dtype=np.float32)
-        row = 0
-        query = (
-            "COPY (SELECT frame_id, vec FROM embeddings WHERE model_id = "
-            f"{int(model_id)} AND frame_id > {int(above_id)} ORDER BY frame_id) TO STDOUT (FORMAT BINARY)"
-        )
-        with conn.cursor().copy(query) as copy:
-            copy.set_types(["bigint", "halfvec"])
-            for frame_id, vec in copy.rows():
-                if row >= n:
-                    break  # rows added since the count belong to the next update
-                ids[row] = frame_id
-                vectors[row] = vec.to_numpy()
-                row += 1
-                if progress is not None and row % 10_000 == 0:
-                    progress(10_000)
-    if progress is not None and row % 10_000:
-        progress(row % 10_000)
-    return ids[:row], vectors[:row]
+        select = (f"SELECT frame_id, vec FROM embeddings WHERE model_id = {int(model_id)} "
+                  f"AND frame_id > {int(above_id)} ORDER BY frame_id")
+        return _copy_out_vectors(conn, select, dim, progress=progress)
 
 
 def vectors_by_id(db: Database, model_id: int, dim: int, frame_ids: Sequence[int] | npt.NDArray[np.int64]) -> IdsAndVectors:
-    """The vectors of these frames under a model; frames that are gone are left out."""
+    """The vectors of these frames under a model, by ascending id; frames that are gone are left out."""
     wanted = np.unique(np.asarray(frame_ids, dtype=np.int64))
     wanted = wanted[wanted >= 0]
     if wanted.size == 0:
         return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
     with db.copy_connection() as conn:
-        rows = conn.execute(
-            "SELECT frame_id, vec FROM embeddings WHERE model_id = %s AND frame_id = ANY(%s)",
-            (model_id, wanted.tolist()),
-        ).fetchall()
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = np.empty((len(rows), dim), dtype=np.float32)
-    for i, (_, vec) in enumerate(rows):
-        vectors[i] = vec.to_numpy()
-    return ids, vectors
+        # The ids are int64 from numpy, so the array literal cannot carry anything but digits and commas.
+        literal = "{" + ",".join(map(str, wanted.tolist())) + "}"
+        select = (f"SELECT frame_id, vec FROM embeddings WHERE model_id = {int(model_id)} "
+                  f"AND frame_id = ANY('{literal}'::bigint[]) ORDER BY frame_id")
+        return _copy_out_vectors(conn, select, dim)
 
 
 def frame_ids_of_model(db: Database, model_id: int) -> npt.NDArray[np.int64]:
