@@ -19,6 +19,8 @@ def demo(
     fps: Annotated[float, typer.Option("--fps", help="Key frames per second to ingest (--keyframes fps), so "
                                        "every road-works interval gets frames.")] = 2.0,
     k: Annotated[int, typer.Option("--k", help="Results to fetch and score.")] = 10,
+    find: Annotated[int, typer.Option("--find", min=1, help="Headline effort: frames a person reads to find this "
+                                      "many road-works frames, with the tool and in random order.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the drive (traffic, bends, road-works times).")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="HTML page to write (a folder gets demo.html; "
                                              "default: demo.html in the demo's home).")] = None,
@@ -41,7 +43,7 @@ def demo(
     from sisyphus_db.evaluate.report_html import write_demo_html
 
     started = time.perf_counter()
-    options = DemoOptions(duration_s=duration, keyframe_fps=fps, k=k, seed=seed, model=model,
+    options = DemoOptions(duration_s=duration, keyframe_fps=fps, k=k, find=find, seed=seed, model=model,
                           device=resolve_torch_device(device), workers=workers)
     options.check()
     base = settings(ctx)

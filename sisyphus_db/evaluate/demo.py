@@ -54,6 +54,9 @@ class DemoOptions:
     video_fps: float = 10.0
     size: tuple[int, int] = (320, 180)
     k: int = 10
+    # The headline effort: frames read to find this many more road-works frames. Five is
+    # a first batch to label; the review table also has 1, k and all of them.
+    find: int = 5
     seed: int = 0
     model: str = DEMO_MODEL
     device: str = "auto"
@@ -67,6 +70,8 @@ class DemoOptions:
                              f"got {self.keyframe_fps:g}")
         if not 1 <= self.k <= 1000:
             raise InputError(f"--k must be between 1 and 1000, got {self.k}")
+        if self.find < 1:
+            raise InputError(f"--find must be at least 1, got {self.find}")
 
 
 @dataclass
@@ -86,6 +91,7 @@ class DemoReport:
     intervals: list[tuple[float, float]]
     model: str
     k: int
+    find: int
     keyframe_fps: float
     frames: int
     blockage_frames: int
@@ -103,9 +109,9 @@ class DemoReport:
 
     @property
     def main_review(self) -> dict[str, Any]:
-        """The headline row: the effort to find k blockage frames (or all there are)."""
-        return self.review[-1] if len(self.review) == 1 else next(
-            (row for row in self.review if row["find"] == min(self.k, self.blockage_frames - 1)), self.review[-1])
+        """The headline row: the effort to find `find` more blockage frames (or all there are)."""
+        target = min(self.find, self.blockage_frames - 1)
+        return next((row for row in self.review if row["find"] == target), self.review[-1])
 
     def to_json(self) -> dict[str, Any]:
         main = self.main_review
@@ -197,7 +203,7 @@ def run_demo(db: Database, video: Path, truth: DriveVideoTruth, options: DemoOpt
         if any(start <= hit.pts_seconds < end for hit in top)
     )
     review = []
-    for target in sorted({1, min(5, len(relevant)), min(options.k, len(relevant)), len(relevant)}):
+    for target in sorted({1, min(options.find, len(relevant)), min(options.k, len(relevant)), len(relevant)}):
         with_tool = frames_to_review(ranked_ids, relevant, target)
         without = expected_frames_without_tool(candidates, len(relevant), target)
         speedup = review_speedup(with_tool, without)
@@ -209,7 +215,8 @@ def run_demo(db: Database, video: Path, truth: DriveVideoTruth, options: DemoOpt
         hit.rank = rank
     query_path = next(path for frame_id, _, path in frames if frame_id == query_id)
     return DemoReport(
-        video=str(video), duration_s=truth.duration_s, intervals=list(truth.intervals), model=model.name, k=options.k,
+        video=str(video), duration_s=truth.duration_s, intervals=list(truth.intervals), model=model.name,
+        k=options.k, find=options.find,
         keyframe_fps=options.keyframe_fps, frames=len(frames), blockage_frames=len(inside),
         query={"frame_id": query_id, "pts_seconds": query_pts, "interval": list(interval), "path": query_path},
         base_rate=base_rate, precision_at_k=p_at_k, recall_at_k=recall_of_set(top_ids, relevant),
