@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sisyphus_db.cli.context import emit_json, open_db, stderr_console, stdout_console
+from sisyphus_db.cli.progress import StageProgress, progress_bars
 from sisyphus_db.errors import InputError
 
 app = typer.Typer(help="Build and maintain the ANN indexes (faiss sidecar, pgvector HNSW).", no_args_is_help=True)
@@ -17,25 +17,6 @@ ModelOption = Annotated[str | None, typer.Option("--model", help="Model whose ve
                                                  "(default: the only stored one).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 BackendOption = Annotated[str, typer.Option("--backend", help="faiss (sidecar file) or pgvector (HNSW index).")]
-
-
-class _StageProgress:
-    """Progress callback (stage, advance, total) drawn as one Rich task per stage."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, Any] = {}
-
-    def __call__(self, stage: str, advance: int, total: int | None) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total)
-        self.progress.advance(self.tasks[stage], advance)
-
-
-def _progress() -> Progress:
-    console = stderr_console()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, disable=not console.is_terminal)
 
 
 def _check_backend(backend: str) -> None:
@@ -63,13 +44,13 @@ def build(
     db = open_db(ctx)
     try:
         stored = resolve_model(db, model)
-        with _progress() as progress:
+        with progress_bars() as progress:
             if backend == "faiss":
                 report = build_faiss_index(db, stored, factory=factory, train_size=train_size, device=device,
-                                           target_recall=target_recall, progress=_StageProgress(progress))
+                                           target_recall=target_recall, progress=StageProgress(progress))
             else:
                 report = build_pgvector_index(db, stored, target_recall=target_recall,
-                                              progress=_StageProgress(progress))
+                                              progress=StageProgress(progress))
     finally:
         db.dispose()
     document = {**report.record.to_json(), "vectors": report.vectors, "seconds": round(report.seconds, 3),

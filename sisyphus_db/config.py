@@ -69,12 +69,17 @@ class Settings:
 
     def ensure_home(self) -> Path:
         """Create the home directory, or fail with one clear line if it cannot be written."""
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            probe = self.home / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            reason = exc.strerror or exc.__class__.__name__
-            raise ConfigError(f"SISYPHUS_HOME {self.home} cannot be written: {reason}") from None
-        return self.home
+        return ensure_writable_home(self.home)
+
+
+def ensure_writable_home(home: Path) -> Path:
+    """Create `home` and prove it writable, or raise one clear ConfigError line."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ConfigError(f"SISYPHUS_HOME {home} cannot be written: {reason}") from None
+    return home

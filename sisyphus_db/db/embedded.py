@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from sisyphus_db.errors import ConfigError, DatabaseError
+from sisyphus_db.config import ensure_writable_home
+from sisyphus_db.errors import DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -154,13 +155,7 @@ class EmbeddedServer:
     # ---- internals --------------------------------------------------------------------
 
     def _ensure_home(self) -> None:
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            probe = self.home / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"SISYPHUS_HOME {self.home} cannot be written: {exc.strerror or exc}") from None
+        ensure_writable_home(self.home)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
