@@ -320,19 +320,27 @@ def build_pgvector_index(db: Database, model: StoredModel, *, target_recall: flo
 
 def _tune_ef_search(db: Database, model: StoredModel, target_recall: float,
                     n_queries: int = 100) -> tuple[int, float, list[dict[str, Any]]]:
-    """Smallest ef_search whose recall@10 on sampled stored vectors reaches the target."""
-    from sisyphus_db.search.backends import exact_neighbours, pgvector_neighbours
+    """Smallest ef_search whose recall@10 on sampled stored vectors reaches the target.
+
+    The same protocol as the faiss tuning (sisyphus_db.ann.tune): each sampled frame's own
+    id is left out on both sides, since a stored vector always finds itself and would
+    inflate the recall that held-out queries then do not get. The ground truth is brute
+    force over the vectors as read back (the same halfvec values the SQL exact search uses).
+    """
+    from sisyphus_db.ann.search import exact_search
+    from sisyphus_db.search.backends import pgvector_neighbours
 
     ids, vectors = model_vectors(db, model.id, model.dim)
     rng = np.random.default_rng(0)
     sample = rng.choice(ids.size, size=min(n_queries, ids.size), replace=False)
-    truth = [set(exact_neighbours(db, model, vectors[i], 10)[0].tolist()) for i in sample]
+    _, nearest = exact_search(vectors, ids, vectors[sample], 11)
+    truth = [set([int(i) for i in row if i >= 0 and i != ids[q]][:10]) for row, q in zip(nearest, sample, strict=True)]
     table: list[dict[str, Any]] = []
     for ef in HNSW_EF_SEARCH_STEPS:
         hits = 0
         for row, i in enumerate(sample):
-            found, _ = pgvector_neighbours(db, model, vectors[i], 10, ef_search=ef)
-            hits += len(truth[row] & set(found.tolist()))
+            found, _ = pgvector_neighbours(db, model, vectors[i], 11, ef_search=ef)
+            hits += len(truth[row] & set([int(f) for f in found if f != ids[i]][:10]))
         recall = hits / max(1, sum(len(t) for t in truth))
         table.append({"ef_search": ef, "recall_at_10": recall})
         if recall >= target_recall:
