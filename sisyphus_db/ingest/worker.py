@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import queue
+import signal
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -40,11 +41,15 @@ JPEG_QUALITY = 90
 
 def run_worker(tasks: Queue[Any], results: Queue[Any], parent_pid: int) -> None:
     """Worker loop: take tasks until a None arrives or the parent is gone."""
+    # Ctrl-C in a terminal reaches the whole process group. The runner owns the shutdown
+    # (it terminates its workers); a KeyboardInterrupt here would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             task = tasks.get(timeout=1.0)
         except queue.Empty:
             if os.getppid() != parent_pid:
+                _abandon(results)
                 return  # the runner was killed; do not linger
             continue
         if task is None:
@@ -55,7 +60,19 @@ def run_worker(tasks: Queue[Any], results: Queue[Any], parent_pid: int) -> None:
             else:
                 _run_images(task, results, parent_pid)
         except _ParentGone:
+            _abandon(results)
             return
+
+
+def _abandon(results: Queue[Any]) -> None:
+    """Exit without flushing the result queue: nobody will ever read it.
+
+    At exit multiprocessing joins the queue's feeder thread, which waits until its
+    buffer is written to the pipe; with the runner dead the pipe stays full (this
+    process holds its read end too, so writes never fail) and the worker would hang
+    forever as an orphan, holding the decoded video open.
+    """
+    results.cancel_join_thread()
 
 
 class _ParentGone(Exception):
