@@ -306,6 +306,7 @@ class _Writer:
         self.frames_dir = db.settings.frames_dir
         self.queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
+        self.stopping = threading.Event()
         self.failed_sources: set[int] = set()
         self.thread = threading.Thread(target=self._loop, name="ingest-writer", daemon=True)
         self.thread.start()
@@ -330,16 +331,18 @@ class _Writer:
 
     def stop(self) -> None:
         # After an interrupt: let the batch in flight commit or roll back, then return.
+        # The event (not a None in the queue, which may be full) is what ends the loop:
+        # queued batches are dropped; the next run redoes them.
+        self.stopping.set()
         if self.thread.is_alive():
-            try:
-                self.queue.put_nowait(None)
-            except queue.Full:
-                pass
             self.thread.join(timeout=30)
 
     def _loop(self) -> None:
-        while True:
-            item = self.queue.get()
+        while not self.stopping.is_set():
+            try:
+                item = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if item is None:
                 return
             try:
