@@ -22,7 +22,8 @@ WorkersOption = Annotated[int | None, typer.Option("--workers", min=1, help="Dec
 def copydetect(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Reference images and folders (they are ingested).")],
-    backends: Annotated[str, typer.Option("--backends", help="Comma-separated: exact, faiss, pgvector.")] = "exact,faiss",
+    backends: Annotated[str, typer.Option("--backends", help="Comma-separated: exact, faiss, pgvector.")]
+    = "exact,faiss",
     factories: Annotated[list[str] | None, typer.Option(
         "--factories", help="faiss factories to compare, separated by ';' or repeated (factory strings hold "
         "commas), e.g. \"auto;IVF64,PQ16\".")] = None,

@@ -88,3 +88,22 @@ def test_copydetect_without_images_is_one_line(cli, fresh_database_url: str, tmp
     assert result.exit_code == 1
     assert result.stderr == ("Error: no reference images found in the given paths "
                              "(videos are not used as references)\n")
+
+
+def test_faiss_searcher_with_ivf_pq_reranks_to_exact_order() -> None:
+    from sisyphus_db.ann.synthetic import clustered_vectors
+    from sisyphus_db.evaluate.retrieval import ExactSearcher, FaissSearcher
+
+    # Held-out queries from the same clusters, as transformed copies sit near their originals.
+    everything = clustered_vectors(2050, 32, seed=1)
+    vectors, queries = everything[:2000], everything[2000:]
+    ids = np.arange(10, 2010, dtype=np.int64)
+    ivf = FaissSearcher(ids, vectors, "IVF8,PQ8x4")
+    exact = ExactSearcher(ids, vectors)
+    assert ivf.factory == "IVF8,PQ8x4" and ivf.params["rerank_k"] >= 10
+    found, distances = ivf.search(queries, 10)
+    truth, _ = exact.search(queries, 10)
+    assert found.shape == (50, 10)
+    assert np.all(np.diff(distances, axis=1) >= 0)  # re-ranked: nearest first
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.9

@@ -70,6 +70,10 @@ class DemoOptions:
                              f"got {self.keyframe_fps:g}")
         if not 1 <= self.k <= 1000:
             raise InputError(f"--k must be between 1 and 1000, got {self.k}")
+        if self.duration_s * self.keyframe_fps < 2 * self.k:
+            # Fewer than 2k key frames and the top k would be a good part of the drive.
+            raise InputError(f"a {self.duration_s:g} s drive at {self.keyframe_fps:g} key frames/s is too short "
+                             f"for --k {self.k}: use a longer --duration, a higher --fps or a smaller --k")
         if self.find < 1:
             raise InputError(f"--find must be at least 1, got {self.find}")
 
@@ -116,7 +120,8 @@ class DemoReport:
     def to_json(self) -> dict[str, Any]:
         main = self.main_review
         return {
-            "video": self.video, "duration_s": self.duration_s, "intervals": [list(pair) for pair in self.intervals], "model": self.model,
+            "video": self.video, "duration_s": self.duration_s,
+            "intervals": [list(pair) for pair in self.intervals], "model": self.model,
             "k": self.k, "keyframe_fps": self.keyframe_fps, "frames": self.frames,
             "blockage_frames": self.blockage_frames, "query": self.query, "base_rate": round(self.base_rate, 4),
             "precision_at_k": round(self.precision_at_k, 4), "recall_at_k": round(self.recall_at_k, 4),
@@ -225,7 +230,8 @@ def run_demo(db: Database, video: Path, truth: DriveVideoTruth, options: DemoOpt
     )
 
 
-def pick_query_frame(frames: list[tuple[int, float, str]], truth: DriveVideoTruth) -> tuple[int, float, tuple[float, float]]:
+def pick_query_frame(frames: list[tuple[int, float, str]],
+                     truth: DriveVideoTruth) -> tuple[int, float, tuple[float, float]]:
     """The key frame two thirds into the longest blockage interval that has key frames."""
     for start, end in sorted(truth.intervals, key=lambda pair: pair[0] - pair[1]):
         inside = [(frame_id, pts) for frame_id, pts, _ in frames if start <= pts < end]

@@ -103,7 +103,8 @@ One road-works frame is the query; the {report.k} nearest frames come back from 
 <span style="color:#246">| query</span> <small>0-{length:.0f} s</small></div>
 <h2>Query</h2>
 <div class="grid"><figure class="query"><img alt="query" src="{thumbnail_data_uri(str(report.query['path']))}">
-<figcaption>query: frame {report.query['frame_id']} at {float(report.query['pts_seconds']):.1f} s</figcaption></figure></div>
+<figcaption>query: frame {report.query['frame_id']} at {float(report.query['pts_seconds']):.1f} s
+</figcaption></figure></div>
 <h2>Top {report.k} results</h2>
 <div class="grid">{results}</div>
 <h2>Frames a person reviews</h2>
