@@ -4,8 +4,9 @@
 
 Each benchmark (`bench_ingest.py`, `bench_search.py`, when present) runs as a subprocess
 with its own command-line flags, so one crashing or running out of memory cannot take
-the others down, and each can still be run alone. Every benchmark gets `--out` pointing
-at a folder of its own; the JSON files it writes there are gathered into
+the others down, and each can still be run alone. A benchmark that takes `--out` gets a
+folder of its own; one that does not writes to benchmarks/results as usual. The JSON and
+Markdown files it wrote during the run are gathered into
 `<out>/run-<timestamp>.json` (and `<out>/run-latest.json`) together with the machine:
 CPU, cores, memory, GPU, Python and the versions of torch, faiss and PostgreSQL.
 
@@ -136,19 +137,27 @@ def run_one(name: str, script: Path, out: Path, quick: bool, extra: list[str], t
     command = command_for(name, script, out, quick, extra)
     print(f"[{name}] {' '.join(command)}", file=sys.stderr, flush=True)
     started = time.perf_counter()
+    wall_start = time.time() - 1.0  # file times have coarse resolution on some filesystems
     try:
         # stdout/stderr pass through (progress stays visible); results come from the files.
         code: int | str = subprocess.run(command, timeout=timeout, cwd=HERE.parent).returncode
     except subprocess.TimeoutExpired:
         code = "timeout"
     seconds = time.perf_counter() - started
+    # A benchmark without --out writes to benchmarks/results: take what it wrote during this run.
+    folders = [out] if "--out" in command else [out, RESULTS]
+    written = [path for folder in folders for path in sorted(folder.glob("*"))
+               if path.is_file() and path.stat().st_mtime >= wall_start]
     results: dict[str, Any] = {}
-    for path in sorted(out.glob("*.json")):
-        try:
-            results[path.name] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            results[path.name] = {"unreadable": str(exc)}
-    summaries = {path.name: path.read_text() for path in sorted(out.glob("*.md"))}
+    summaries: dict[str, str] = {}
+    for path in written:
+        if path.suffix == ".json":
+            try:
+                results[path.name] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                results[path.name] = {"unreadable": str(exc)}
+        elif path.suffix == ".md":
+            summaries[path.name] = path.read_text()
     return {"script": script.name, "command": command, "exit_code": code, "seconds": round(seconds, 2),
             "results": results, "summaries": summaries}
 
