@@ -21,6 +21,8 @@ def search(
     image: Annotated[list[Path] | None, typer.Option("--image", help="Query image (repeat to average several).")] = None,
     frame: Annotated[int | None, typer.Option("--frame", help="Query with a stored frame's vector.")] = None,
     vector: Annotated[Path | None, typer.Option("--vector", help="Query vector in a .npy file.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="An ImageNet class name (e.g. 'motor scooter', "
+                                             "'street sign'), searched through the model's classifier.")] = None,
     k: Annotated[int, typer.Option("--k", help="Number of results.")] = 10,
     where: Annotated[str | None, typer.Option("--where", help="SQL filter over frames, sources and tags, e.g. "
                                               "\"sources.tags->>'city' = 'berlin' AND frames.pts_seconds > 60\".")] = None,
@@ -34,7 +36,7 @@ def search(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
 ) -> None:
-    """Find the frames nearest to a query image, frame or vector; results are stored for SQL."""
+    """Find the frames nearest to a query image, frame, vector or class name; results are stored for SQL."""
     from sisyphus_db.search.engine import SearchRequest, search as run_search, validate_request
     from sisyphus_db.search.indexing import resolve_model
     from sisyphus_db.search.queries import build_query
@@ -47,7 +49,8 @@ def search(
     db = open_db(ctx)
     try:
         stored = resolve_model(db, model)
-        query = build_query(db, stored, images=image or [], frame_id=frame, vector_file=vector, device=device)
+        query = build_query(db, stored, images=image or [], frame_id=frame, vector_file=vector, text=text,
+                            device=device)
         outcome = run_search(db, stored, query, request)
     finally:
         db.dispose()

@@ -1,4 +1,4 @@
-"""Turning what the user gave (images, a frame id, a .npy vector) into one query vector."""
+"""Turning what the user gave (images, a frame id, a .npy vector, a class name) into one query vector."""
 
 from __future__ import annotations
 
@@ -70,11 +70,26 @@ def query_from_vector_file(path: Path, model: StoredModel) -> Query:
     return Query(_unit(vector, str(path)), {"kind": "vector", "path": str(Path(path).resolve())})
 
 
+def query_from_class(text: str, model: StoredModel) -> Query:
+    """An ImageNet class name, through the model's classifier row (see embed.classes)."""
+    from sisyphus_db.embed.classes import class_query
+    from sisyphus_db.embed.models import get_model_spec
+
+    spec = get_model_spec(model.name)
+    if spec.dim != model.dim:
+        raise InputError(f"model {model.name} now makes {spec.dim}-d vectors, the stored ones are {model.dim}-d")
+    vector, label = class_query(spec, text)
+    return Query(vector, {"kind": "text", "text": text, "class": label})
+
+
 def build_query(db: Database, model: StoredModel, *, images: Sequence[Path] = (), frame_id: int | None = None,
-                vector_file: Path | None = None, device: str = "auto") -> Query:
-    given = sum([bool(images), frame_id is not None, vector_file is not None])
+                vector_file: Path | None = None, text: str | None = None, device: str = "auto") -> Query:
+    given = sum([bool(images), frame_id is not None, vector_file is not None, text is not None])
     if given != 1:
-        raise InputError("give exactly one query: --image FILE (repeatable), --frame ID or --vector FILE.npy")
+        raise InputError("give exactly one query: --image FILE (repeatable), --frame ID, --vector FILE.npy "
+                         "or --text CLASS")
+    if text is not None:
+        return query_from_class(text, model)
     if images:
         return query_from_images(images, model, device=device)
     if frame_id is not None:
