@@ -10,15 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sisyphus_db.cli.context import emit_json, open_db, settings, stderr_console, stdout_console
-from sisyphus_db.errors import InputError, SisyphusError
+from sisyphus_db.errors import InputError
 
 KEYFRAME_METHODS = ("scene", "similarity", "iframe", "fps")
-
-
-class _Interrupted(SisyphusError):
-    """Ctrl-C during an ingest: committed batches stay, the next run resumes after them."""
-
-    exit_code = 130  # 128 + SIGINT, as shells report it
 
 
 def parse_tags(values: list[str]) -> dict[str, str]:
@@ -104,9 +98,6 @@ def ingest(
     try:
         with progress:
             summary = run_ingest(db, paths, options, _ProgressObserver(progress))
-    except KeyboardInterrupt:
-        # Typer turns a KeyboardInterrupt into a silent exit 130; say what happened instead.
-        raise _Interrupted("interrupted: run the same command again to resume") from None
     finally:
         db.dispose()
     if json_output:

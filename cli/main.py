@@ -22,6 +22,8 @@ from sisyphus_db.cli import db as db_commands
 from sisyphus_db.cli.context import CliState
 from sisyphus_db.errors import SisyphusError
 
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
 app = typer.Typer(
     name="sisyphus",
     help="Find rare scenes in huge image and video corpora: key frames, CNN embeddings, "
@@ -78,9 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     except SisyphusError as exc:
         _fail(str(exc), exc.exit_code)
     except typer.Abort:
-        _fail("aborted", 130)
+        _fail("aborted", INTERRUPTED)
     except KeyboardInterrupt:
-        _fail("interrupted: run the same command again to resume", 130)
+        _fail("interrupted: run the same command again to resume", INTERRUPTED)
     except typer.TyperException as exc:
         # Usage errors (bad option values, unknown commands): Typer's own message and exit code 2.
         show = getattr(exc, "show", None)
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("SISYPHUS_DEBUG"):
             raise
         _fail(f"internal error: {exc.__class__.__name__}: {exc} (set SISYPHUS_DEBUG=1 for a traceback)", 70)
+    if code == INTERRUPTED:
+        # Typer turns Ctrl-C into a silent exit 130; say what happened. Committed work stays.
+        _fail("interrupted: run the same command again to resume", INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -153,23 +153,27 @@ def run_ingest(
     observer = observer or _Silent()
     # Validate the key-frame options before any work is done.
     make_selector(options.keyframes.method, fps=options.keyframes.fps, threshold=options.keyframes.threshold)
-    embedder = embedder or load_embedder(options.model, device=options.device)
-    spec = embedder.spec
-    summary = IngestSummary(model=spec.name)
-    model = register_model(db, name=spec.name, dim=spec.dim, weights_sha256=spec.weights_sha256,
-                           pooling=spec.pooling, preprocessing=spec.preprocessing)
+    decoders = _Decoders(options.workers or default_workers())
+    try:
+        embedder = embedder or load_embedder(options.model, device=options.device)
+        spec = embedder.spec
+        summary = IngestSummary(model=spec.name)
+        model = register_model(db, name=spec.name, dim=spec.dim, weights_sha256=spec.weights_sha256,
+                               pooling=spec.pooling, preprocessing=spec.preprocessing)
 
-    found = discover(paths)
-    summary.ignored = found.ignored
-    for failure in found.errors:
-        _record_failure(db, summary, InputFailed(0, str(failure.path), failure.reason, "discover"))
+        found = discover(paths)
+        summary.ignored = found.ignored
+        for failure in found.errors:
+            _record_failure(db, summary, InputFailed(0, str(failure.path), failure.reason, "discover"))
 
-    tasks = _plan(db, found, options, model, spec.preprocessing, summary)
-    sources = Counter(task.source_id for task in tasks)
-    summary.sources = len(sources)
-    observer.sources_planned(len(sources))
-    if tasks:
-        _run(db, tasks, sources, options, embedder, model, summary, observer)
+        tasks = _plan(db, found, options, model, spec.preprocessing, summary)
+        sources = Counter(task.source_id for task in tasks)
+        summary.sources = len(sources)
+        observer.sources_planned(len(sources))
+        if tasks:
+            _run(db, decoders, tasks, sources, options, embedder, model, summary, observer)
+    finally:
+        decoders.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -209,35 +213,52 @@ def _record_failure(db: Database, summary: IngestSummary, failure: InputFailed) 
     logger.info("skipped %s: %s", failure.uri, reason)
 
 
-def _run(db: Database, tasks: list[VideoTask | ImageTask], open_tasks: Counter[int], options: IngestOptions,
-         embedder: Embedder, model: StoredModel, summary: IngestSummary, observer: IngestObserver) -> None:
-    context = multiprocessing.get_context("spawn")
-    task_queue = context.Queue()
-    workers = min(options.workers or default_workers(), len(tasks))
-    results = context.Queue(maxsize=8 * workers)
-    processes = [
-        context.Process(target=run_worker, args=(task_queue, results, os.getpid()), daemon=True, name=f"decoder-{i}")
-        for i in range(workers)
-    ]
-    for task in tasks:
-        task_queue.put(task)
-    for _ in processes:
-        task_queue.put(None)
-    for process in processes:
-        process.start()
+class _Decoders:
+    """The decoding worker processes.
+
+    Started first, so their interpreter start-up overlaps loading the model and planning
+    the run instead of adding to it.
+    """
+
+    def __init__(self, count: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.count = count
+        self.tasks: Any = context.Queue()
+        self.results: Any = context.Queue(maxsize=8 * count)
+        self.processes = [
+            context.Process(target=run_worker, args=(self.tasks, self.results, os.getpid()), daemon=True,
+                            name=f"decoder-{i}")
+            for i in range(count)
+        ]
+        for process in self.processes:
+            process.start()
+
+    def submit(self, tasks: list[VideoTask | ImageTask]) -> None:
+        for task in tasks:
+            self.tasks.put(task)
+        for _ in self.processes:
+            self.tasks.put(None)
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout=5)
+
+
+def _run(db: Database, decoders: _Decoders, tasks: list[VideoTask | ImageTask], open_tasks: Counter[int],
+         options: IngestOptions, embedder: Embedder, model: StoredModel, summary: IngestSummary,
+         observer: IngestObserver) -> None:
+    decoders.submit(tasks)
     writer = _Writer(db, model, summary, observer)
     mapper = _Mapper(embedder, options.keyframes, options.batch_size, writer.submit)
     try:
-        with _model_threads(embedder, workers):
-            _consume(results, processes, tasks, open_tasks, mapper, writer)
+        with _model_threads(embedder, min(decoders.count, len(tasks))):
+            _consume(decoders.results, decoders.processes, tasks, open_tasks, mapper, writer)
         writer.close()
     finally:
         writer.stop()
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=5)
 
 
 def _consume(results: Any, processes: list[Any], tasks: list[VideoTask | ImageTask], open_tasks: Counter[int],
