@@ -56,6 +56,8 @@ def ingest(
                                               "(with similarity: the candidate rate).")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Scene-change threshold (scene, default "
                                                     "0.3) or cosine similarity (similarity, default 0.95).")] = None,
+    max_gap: Annotated[float, typer.Option("--max-gap", min=0.0, help="scene: keep a frame at least every S "
+                                           "seconds even without a cut (0: only at cuts).")] = 2.0,
     model: Annotated[str, typer.Option("--model", help="Embedding model (see `sisyphus models`).")] = "efficientnet-lite0",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE metadata for the sources (repeatable).")] = None,
@@ -82,7 +84,8 @@ def ingest(
     options = IngestOptions(
         model=model,
         device=resolve_torch_device(device),
-        keyframes=KeyframeOptions(method=keyframes, fps=fps, threshold=threshold),
+        keyframes=KeyframeOptions(method=keyframes, fps=fps, threshold=threshold,
+                                  max_gap_seconds=max_gap or None),
         tags=parse_tags(tag or []),
         batch_size=batch_size,
         workers=workers,

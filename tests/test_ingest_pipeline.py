@@ -51,11 +51,10 @@ def gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ingest(db: Database, paths: list[Path], embedder: Embedder, method: str = "scene", fps: float | None = None,
-            **options: Any) -> IngestSummary:
-    return run_ingest(
-        db, paths, IngestOptions(keyframes=KeyframeOptions(method=method, fps=fps), workers=1, **options),
-        embedder=embedder,
-    )
+            max_gap_seconds: float | None = None, **options: Any) -> IngestSummary:
+    # No forced scene keeps by default here: the test clips check the cuts themselves.
+    keyframes = KeyframeOptions(method=method, fps=fps, max_gap_seconds=max_gap_seconds)
+    return run_ingest(db, paths, IngestOptions(keyframes=keyframes, workers=1, **options), embedder=embedder)
 
 
 def _source(db: Database, uri: Path | str) -> dict[str, Any]:

@@ -56,11 +56,19 @@ def test_scene_finds_exactly_the_cuts(clip: tuple[Path, list[float]]) -> None:
     path, cuts = clip
     assert cuts == [3.0, 6.0, 9.0]
     kept = _select(
-        make_selector("scene", fps=None, threshold=None, video_fps=10.0), list(iter_video_frames(path))
+        make_selector("scene", fps=None, threshold=None, video_fps=10.0, max_gap_seconds=None),
+        list(iter_video_frames(path)),
     )
     assert [index for index, _ in kept] == [0, 30, 60, 90]
     assert kept[0][1] == 1.0
     assert all(score > 0.3 for _, score in kept[1:])
+
+
+def test_scene_by_default_keeps_a_frame_at_least_every_two_seconds(clip: tuple[Path, list[float]]) -> None:
+    path, _ = clip
+    kept = _select(make_selector("scene"), list(iter_video_frames(path)))
+    # 3 s scenes at 10 fps: each cut, then a forced keep 2 s after it.
+    assert [index for index, _ in kept] == [0, 20, 30, 50, 60, 80, 90, 110]
 
 
 def test_scene_threshold_changes_the_outcome(clip: tuple[Path, list[float]]) -> None:

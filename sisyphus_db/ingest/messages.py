@@ -8,12 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from sisyphus_db.media.keyframes import DEFAULT_MAX_GAP_SECONDS
+
 
 @dataclass(frozen=True)
 class KeyframeOptions:
     method: str = "scene"
     fps: float | None = None
     threshold: float | None = None
+    max_gap_seconds: float | None = DEFAULT_MAX_GAP_SECONDS
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,8 @@ def run_ingest(
     started = time.perf_counter()
     observer = observer or _Silent()
     # Validate the key-frame options before any work is done.
-    make_selector(options.keyframes.method, fps=options.keyframes.fps, threshold=options.keyframes.threshold)
+    make_selector(options.keyframes.method, fps=options.keyframes.fps, threshold=options.keyframes.threshold,
+                  max_gap_seconds=options.keyframes.max_gap_seconds)
     decoders = _Decoders(options.workers or default_workers())
     try:
         embedder = embedder or load_embedder(options.model, device=options.device)

@@ -107,7 +107,8 @@ def _run_video(task: VideoTask, results: Queue[Any], parent_pid: int) -> None:
         "codec": info.codec, "fingerprint": info.fingerprint,
     }), parent_pid)
     options = task.keyframes
-    selector = make_selector(options.method, fps=options.fps, threshold=options.threshold, video_fps=info.fps)
+    selector = make_selector(options.method, fps=options.fps, threshold=options.threshold, video_fps=info.fps,
+                             max_gap_seconds=options.max_gap_seconds)
     # The similarity rule needs embeddings: every frame (or every 1/fps step) is a
     # candidate, and the runner decides after embedding.
     defer = selector.needs_embedding

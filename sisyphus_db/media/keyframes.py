@@ -24,7 +24,9 @@ KEYFRAME_METHODS: tuple[str, ...] = ("scene", "similarity", "iframe", "fps")
 DEFAULT_METHOD = "scene"
 DEFAULT_SCENE_THRESHOLD = 0.3
 DEFAULT_SIMILARITY_THRESHOLD = 0.95
-DEFAULT_MAX_GAP_SECONDS = 5.0
+# Continuous drive footage drifts slowly (0.05-0.2 in 5 s against a 0.3 threshold), so the
+# gap sets its sampling: at 2 s a rare event lasting a couple of seconds still gets a frame.
+DEFAULT_MAX_GAP_SECONDS = 2.0
 DEFAULT_MIN_GAP_SECONDS = 0.25
 
 # Signature geometry: small enough to be cheap on a 4K frame (one resize), large enough
@@ -239,15 +241,18 @@ def make_selector(
     fps: float | None = None,
     threshold: float | None = None,
     video_fps: float | None = None,
+    max_gap_seconds: float | None = DEFAULT_MAX_GAP_SECONDS,
 ) -> KeyframeSelector:
     """A fresh selector (one per video) for `method`: scene, similarity, iframe or fps.
 
     `threshold` is the scene difference (default 0.3) or the cosine similarity (default
     0.95); `fps` is the sampling rate, required for 'fps'. `video_fps` is the source
     rate, used only to warn when resampling asks for more frames than the video has.
+    `max_gap_seconds` (scene only; None = never) forces a key frame after that long.
     """
     if method == "scene":
-        return SceneSelector(DEFAULT_SCENE_THRESHOLD if threshold is None else threshold)
+        return SceneSelector(DEFAULT_SCENE_THRESHOLD if threshold is None else threshold,
+                             max_gap_seconds=max_gap_seconds)
     if method == "similarity":
         return SimilaritySelector(DEFAULT_SIMILARITY_THRESHOLD if threshold is None else threshold)
     if method == "iframe":
