@@ -178,7 +178,7 @@ def raw_latency(world: World, backend: str, record: IndexRecord | None, queries:
         if backend == "faiss":
             assert record is not None
             return faiss_neighbours(world.db, world.model, record, q, int(record.params["rerank_k"]),
-                                    nprobe=None, allowed=None, where=None)
+                                    nprobe=None, frame_filter=None)
         if backend == "pgvector":
             assert record is not None
             return pgvector_neighbours(world.db, world.model, q, K, ef_search=int(record.params["ef_search"]))

@@ -25,6 +25,7 @@ from sisyphus_db.db.database import Database, open_database
 from sisyphus_db.db.embedded import EmbeddedServer
 from sisyphus_db.errors import AnnIndexError, FilterError
 from sisyphus_db.search.engine import SearchRequest, search
+from sisyphus_db.search.filters import FrameFilter
 from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index
 from sisyphus_db.search.knn_graph import build_knn_graph
 from sisyphus_db.search.queries import Query
@@ -53,12 +54,13 @@ def corpus(database: Database) -> Corpus:
 def test_filtered_faiss_search_keeps_recall_at_1_10_and_50_percent(
     database: Database, corpus: Corpus, monkeypatch: pytest.MonkeyPatch, exact_below: int
 ) -> None:
-    # 6,000 frames are few enough that the default plan searches every filter exactly;
-    # with the threshold at 30 the same filters go through the faiss IDSelector (1 %, 10 %)
-    # and over-fetching (50 %), the plans large corpora use.
+    # A broad filter (50 %) is checked on the ANN candidates alone. 6,000 frames are few
+    # enough that the default plan searches the selective ones exactly; with the threshold
+    # at 30 they go through the faiss IDSelector (1 %, 10 %), the plan large corpora use.
     monkeypatch.setattr(backends, "EXACT_CANDIDATES_MAX", exact_below)
     build_faiss_index(database, corpus.model, factory="IVF64,Flat")
-    expected = {0.01: "id-selector", 0.10: "id-selector", 0.50: "over-fetch"} if exact_below == 30 else {}
+    expected = {0.01: "id-selector", 0.10: "id-selector"} if exact_below == 30 else {}
+    expected[0.50] = "filter-candidates"
     for selectivity, where in SELECTIVITY_FILTERS.items():
         recalls = []
         for q in corpus.queries[:FILTERED_QUERIES]:
@@ -69,9 +71,23 @@ def test_filtered_faiss_search_keeps_recall_at_1_10_and_50_percent(
             city = where.split("'")[-2]
             assert all(corpus.cities[i] == city for i in found)
             assert outcome.params["strategy"] == expected.get(selectivity, "exact-filtered")
-            assert outcome.params["selectivity"] == pytest.approx(selectivity, abs=0.005)
+            if outcome.params["strategy"] != "filter-candidates":  # no id list, no selectivity
+                assert outcome.params["selectivity"] == pytest.approx(selectivity, abs=0.005)
             recalls.append(recall_at(found, truth))
         assert np.mean(recalls) >= 0.95, (selectivity, np.mean(recalls))
+
+
+def test_a_broad_filter_never_lists_every_matching_frame(database: Database, corpus: Corpus,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    build_faiss_index(database, corpus.model, factory="IVF64,Flat")
+
+    def refuse(self: object) -> None:
+        raise AssertionError("a broad filter must be checked on the ANN candidates only")
+
+    monkeypatch.setattr(FrameFilter, "all_ids", refuse)
+    outcome = search(database, corpus.model, _query(corpus.queries[0]),
+                     SearchRequest(k=10, where=SELECTIVITY_FILTERS[0.50], save=False))
+    assert outcome.params["strategy"] == "filter-candidates" and len(outcome.hits) == 10
 
 
 def test_a_filter_with_fewer_matches_than_k_returns_all_of_them(database: Database, corpus: Corpus) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.backends import Neighbours, exact_neighbours, faiss_neighbours, pgvector_neighbours
-from sisyphus_db.search.filters import filtered_frame_ids
+from sisyphus_db.search.filters import FrameFilter
 from sisyphus_db.search.queries import Query
 from sisyphus_db.search.runs import SearchHit, frame_details, save_run
 from sisyphus_db.store.indexes import IndexRecord, find_index
@@ -76,7 +76,7 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
         from sisyphus_db.search.indexing import load_faiss_index
 
         check_nprobe(load_faiss_index(record), request.nprobe)  # misspelt or inapplicable: fails loudly
-    allowed = filtered_frame_ids(db, request.where, model.id) if request.where and request.backend == "faiss" else None
+    frame_filter = FrameFilter(db, request.where, model.id) if request.where and request.backend == "faiss" else None
     params: dict[str, Any] = {}
 
     def neighbours(depth: int) -> tuple[Neighbours, bool]:
@@ -93,7 +93,7 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
             return found, found[0].size < depth
         assert record is not None
         found, info = faiss_neighbours(db, model, record, query.vector, depth, nprobe=request.nprobe,
-                                       allowed=allowed, where=request.where)
+                                       frame_filter=frame_filter)
         # Fewer re-ranked results than candidates is not the end: candidates whose frames
         # were deleted since the last `index update` are dropped, and deeper search refills k.
         exhausted = bool(info.pop("exhausted"))

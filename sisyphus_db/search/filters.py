@@ -20,27 +20,58 @@ FILTER_TIMEOUT_MS = 60_000
 FRAME_SOURCE_JOIN = "frames JOIN sources ON sources.id = frames.source_id"
 
 
+class FrameFilter:
+    """A --where filter for one model's frames, evaluated only as far as needed.
+
+    `among(ids)` checks a handful of ANN candidates (cheap for any filter); `all_ids()`
+    lists every matching frame (needed for selective filters) and is computed once.
+    """
+
+    def __init__(self, db: Database, where: str, model_id: int) -> None:
+        self.where = where.strip()
+        if not self.where:
+            raise FilterError("--where is empty: give a boolean SQL expression, e.g. "
+                              "\"sources.tags->>'city' = 'berlin'\"")
+        self.db = db
+        self.model_id = model_id
+        self._all: npt.NDArray[np.int64] | None = None
+
+    def all_ids(self) -> npt.NDArray[np.int64]:
+        """Ids of the frames with a vector under the model that match the filter, ascending."""
+        if self._all is None:
+            self._all = self._select("", {})
+        return self._all
+
+    def among(self, candidate_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The candidates that match the filter, ascending."""
+        if candidate_ids.size == 0:
+            return np.empty(0, dtype=np.int64)
+        if self._all is not None:
+            return np.intersect1d(candidate_ids, self._all)
+        return self._select(" AND frames.id = ANY(%(ids)s)", {"ids": candidate_ids.tolist()})
+
+    def _select(self, extra: str, params: dict[str, object]) -> npt.NDArray[np.int64]:
+        query = (
+            f"SELECT frames.id FROM {FRAME_SOURCE_JOIN} "
+            "JOIN embeddings e ON e.frame_id = frames.id AND e.model_id = %(model)s "
+            f"WHERE ({self.where}){extra} ORDER BY frames.id"
+        )
+        with self.db.copy_connection() as conn:
+            # A savepoint that is always rolled back: it takes the read-only setting with it,
+            # so the surrounding transaction can still write (e.g. to save the search run).
+            try:
+                with conn.transaction(force_rollback=True):
+                    conn.execute("SET LOCAL transaction_read_only = on")
+                    conn.execute(f"SET LOCAL statement_timeout = {FILTER_TIMEOUT_MS}")
+                    rows = conn.execute(query, {"model": self.model_id, **params}, prepare=True).fetchall()
+            except psycopg.Error as exc:
+                raise filter_error(exc) from None
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+
 def filtered_frame_ids(db: Database, where: str, model_id: int) -> npt.NDArray[np.int64]:
     """Ids of the frames with a vector under the model that match the filter, ascending."""
-    expression = where.strip()
-    if not expression:
-        raise FilterError("--where is empty: give a boolean SQL expression, e.g. \"sources.tags->>'city' = 'berlin'\"")
-    query = (
-        f"SELECT frames.id FROM {FRAME_SOURCE_JOIN} "
-        "JOIN embeddings e ON e.frame_id = frames.id AND e.model_id = %(model)s "
-        f"WHERE ({expression}) ORDER BY frames.id"
-    )
-    with db.copy_connection() as conn:
-        # A savepoint that is always rolled back: it takes the read-only setting with it,
-        # so the surrounding transaction can still write (e.g. to save the search run).
-        try:
-            with conn.transaction(force_rollback=True):
-                conn.execute("SET LOCAL transaction_read_only = on")
-                conn.execute(f"SET LOCAL statement_timeout = {FILTER_TIMEOUT_MS}")
-                rows = conn.execute(query, {"model": model_id}, prepare=True).fetchall()
-        except psycopg.Error as exc:
-            raise filter_error(exc) from None
-    return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    return FrameFilter(db, where, model_id).all_ids()
 
 
 def filter_error(exc: psycopg.Error) -> FilterError:
