@@ -43,6 +43,7 @@ from sisyphus_db.media.images import frame_jpeg_path
 from sisyphus_db.media.keyframes import make_selector
 from sisyphus_db.media.video import VideoFrame
 from sisyphus_db.store.bulk import FrameRow, load_frames
+from sisyphus_db.store.stats import refresh_planner_statistics
 from sisyphus_db.store.registry import (
     StoredModel,
     finish_source,
@@ -175,6 +176,8 @@ def run_ingest(
             _run(db, decoders, tasks, sources, options, embedder, model, summary, observer)
     finally:
         decoders.close()
+    if summary.frames:
+        refresh_planner_statistics(db)
     summary.seconds = time.perf_counter() - started
     return summary
 

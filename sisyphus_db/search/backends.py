@@ -45,7 +45,7 @@ def _sql_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.floa
                 for name, value in settings.items():
                     conn.execute(f"SET LOCAL {name} = {value}")
                 rows = conn.execute(sql, {"q": HalfVector(query), "model": model.id, "k": int(k)},
-                                    prepare=True).fetchall()
+                                    prepare=False).fetchall()
         except psycopg.Error as exc:
             raise filter_error(exc) from None
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
