@@ -71,13 +71,27 @@ def fresh_database_url(pg_server: EmbeddedServer, template_url: str) -> Iterator
         conn.execute(f'DROP DATABASE IF EXISTS "{url.split("/")[-1].split("?")[0]}" WITH (FORCE)')
 
 
+_session_urls: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def session_database(pg_server: EmbeddedServer, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     url = create_database_from_template(pg_server)
+    _session_urls.append(url)
     home = tmp_path_factory.mktemp("sisyphus-home")
     db = open_database(Settings(home=home, database_url=url))
     yield db
     db.dispose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _vacuum_session_database() -> Iterator[None]:
+    """Rolled-back test data stays behind as dead rows; without a vacuum every later
+    sequential scan (exact search, filters) wades through all earlier tests' rows."""
+    yield
+    for url in _session_urls:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM frames, embeddings, sources, search_runs, search_results, knn_edges")
 
 
 @pytest.fixture
