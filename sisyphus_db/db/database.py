@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from sisyphus_db.errors import ConfigError, DatabaseError
 logger = logging.getLogger(__name__)
 
 MIN_PGVECTOR = (0, 7)  # halfvec arrived in pgvector 0.7
+_VECTOR_TYPES_REGISTERED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 
 def libpq_url(url: str) -> str:
@@ -90,7 +92,10 @@ class Database:
         with self.transaction() as conn:
             driver = conn.connection.driver_connection
             assert isinstance(driver, psycopg.Connection)
-            register_vector(driver)
+            # Registering looks the types up in the catalog: once per pooled connection.
+            if driver not in _VECTOR_TYPES_REGISTERED:
+                register_vector(driver)
+                _VECTOR_TYPES_REGISTERED.add(driver)
             yield driver
 
     def dispose(self) -> None:
