@@ -9,7 +9,6 @@ again, with no duplicate and no missing frame.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -17,7 +16,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,27 +118,6 @@ class _Silent:
 def default_workers() -> int:
     # One core stays with the model; the rest decode.
     return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-@contextlib.contextmanager
-def _model_threads(embedder: Embedder, workers: int) -> Iterator[None]:
-    """On CPU, give the model the cores the decoding workers leave free, for the run only.
-
-    torch defaults to one thread per core; with workers decoding on some of those cores
-    its threads wait on each other at every layer (measured on 2 cores with one worker:
-    efficientnet-lite0 ran at about half the speed of a single uncontended thread).
-    """
-    if not embedder.device.startswith("cpu"):
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_ingest(
@@ -258,8 +236,7 @@ def _run(db: Database, decoders: _Decoders, tasks: list[VideoTask | ImageTask], 
     writer = _Writer(db, model, summary, observer)
     mapper = _Mapper(embedder, options.keyframes, options.batch_size, writer.submit)
     try:
-        with _model_threads(embedder, min(decoders.count, len(tasks))):
-            _consume(decoders.results, decoders.processes, tasks, open_tasks, mapper, writer)
+        _consume(decoders.results, decoders.processes, tasks, open_tasks, mapper, writer)
         writer.close()
     finally:
         writer.stop()

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 16  # candidates per message: small enough to keep the model fed early
 JPEG_QUALITY = 90
+DECODER_NICENESS = 10
 
 
 def run_worker(tasks: Queue[Any], results: Queue[Any], parent_pid: int) -> None:
@@ -44,6 +45,9 @@ def run_worker(tasks: Queue[Any], results: Queue[Any], parent_pid: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group. The runner owns the shutdown
     # (it terminates its workers); a KeyboardInterrupt here would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Decoding is cheap next to the model: at a lower priority it fills the model's idle
+    # moments instead of stalling the model's threads, which wait on each other per layer.
+    os.nice(DECODER_NICENESS)
     while True:
         try:
             task = tasks.get(timeout=1.0)
