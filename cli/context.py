@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +39,16 @@ def settings(ctx: typer.Context) -> Settings:
     return state(ctx).settings()
 
 
-def open_db(ctx: typer.Context, *, require_schema: bool = True) -> Database:
+@contextlib.contextmanager
+def database(ctx: typer.Context, *, require_schema: bool = True) -> Iterator[Database]:
+    """The checked database for one command, its connections closed when the command ends."""
     from sisyphus_db.db.database import open_database
 
-    return open_database(settings(ctx), require_schema=require_schema)
+    db = open_database(settings(ctx), require_schema=require_schema)
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
 def stderr_console() -> Console:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sisyphus_db.cli.context import emit_json, open_db, settings, stdout_console
+from sisyphus_db.cli.context import database, emit_json, settings, stdout_console
 from sisyphus_db.errors import ConfigError
 
 app = typer.Typer(help="Manage the database: the embedded server and the schema.", no_args_is_help=True)
@@ -98,8 +98,7 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
         server = _embedded_server(ctx, "status")
         server.start()
         document["server"] = _server_document(server)
-    db = open_db(ctx, require_schema=False)
-    try:
+    with database(ctx, require_schema=False) as db:
         current = migrate.current_revision(db)
         head = migrate.head_revision()
         document.update(
@@ -109,8 +108,6 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
             schema_up_to_date=current == head,
             counts=database_counts(db) if current == head else None,
         )
-    finally:
-        db.dispose()
     if json_output:
         emit_json(document)
         return
@@ -130,13 +127,10 @@ def upgrade(
     """Migrate the schema up (to the newest revision by default)."""
     from sisyphus_db.db import migrate
 
-    db = open_db(ctx, require_schema=False)
-    try:
+    with database(ctx, require_schema=False) as db:
         before = migrate.current_revision(db)
         migrate.upgrade(db, revision)
         after = migrate.current_revision(db)
-    finally:
-        db.dispose()
     typer.echo(f"schema at revision {after}" + ("" if before != after else " (already)"))
 
 
@@ -148,10 +142,7 @@ def downgrade(
     """Migrate the schema down. `base` drops every sisyphus table."""
     from sisyphus_db.db import migrate
 
-    db = open_db(ctx, require_schema=False)
-    try:
+    with database(ctx, require_schema=False) as db:
         migrate.downgrade(db, revision)
         after = migrate.current_revision(db)
-    finally:
-        db.dispose()
     typer.echo(f"schema at revision {after or 'base'}")

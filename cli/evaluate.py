@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sisyphus_db.cli.context import emit_json, open_db, settings, stdout_console
+from sisyphus_db.cli.context import database, emit_json, settings, stdout_console
 
 app = typer.Typer(help="Retrieval and copy-detection metrics on your own images (stored in eval_runs/eval_metrics).",
                   no_args_is_help=True)
@@ -55,13 +55,10 @@ def copydetect(
                                 distractors=distractors, combinations=combinations, max_references=max_references,
                                 seed=seed, workers=workers)
     settings(ctx).ensure_home()
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         with progress_bars() as progress:
             stages = StageProgress(progress)
             report = run_copydetect(db, paths, options, stages, stages)
-    finally:
-        db.dispose()
     document = report.to_json()
     if json_output:
         emit_json(document)
@@ -111,13 +108,10 @@ def knn(
     options = KnnEvalOptions(k=k, models=names, backends=tuple(parse_backends(backends, split_factories(
         factories or ["auto"]))), device=resolve_torch_device(device), workers=workers)
     settings(ctx).ensure_home()
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         with progress_bars() as progress:
             stages = StageProgress(progress)
             report = run_knn_eval(db, path, options, stages, stages)
-    finally:
-        db.dispose()
     document = report.to_json()
     if json_output:
         emit_json(document)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sisyphus_db.cli.context import emit_json, open_db, stderr_console, stdout_console
+from sisyphus_db.cli.context import database, emit_json, stderr_console, stdout_console
 from sisyphus_db.cli.progress import StageProgress, progress_bars
 from sisyphus_db.errors import InputError
 
@@ -41,8 +41,7 @@ def build(
     from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index, resolve_model
 
     _check_backend(backend)
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         stored = resolve_model(db, model)
         with progress_bars() as progress:
             if backend == "faiss":
@@ -51,8 +50,6 @@ def build(
             else:
                 report = build_pgvector_index(db, stored, target_recall=target_recall,
                                               progress=StageProgress(progress))
-    finally:
-        db.dispose()
     document = {**report.record.to_json(), "vectors": report.vectors, "seconds": round(report.seconds, 3),
                 "reached_target": report.reached, "tuning": report.tune_table}
     if json_output:
@@ -77,11 +74,8 @@ def update(ctx: typer.Context, model: ModelOption = None, json_output: JsonOptio
     """Add the frames above the watermark (and drop deleted ones) without retraining."""
     from sisyphus_db.search.indexing import resolve_model, update_faiss_index
 
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         report = update_faiss_index(db, resolve_model(db, model))
-    finally:
-        db.dispose()
     if json_output:
         emit_json({**report.record.to_json(), "added": report.added, "removed": report.removed})
         return
@@ -94,11 +88,8 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List the indexes with their factory, size, watermark, tuned parameters and measured recall."""
     from sisyphus_db.search.indexing import indexes_status
 
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         records = indexes_status(db)
-    finally:
-        db.dispose()
     if json_output:
         emit_json([record.to_json() for record in records])
         return
@@ -119,11 +110,8 @@ def verify(ctx: typer.Context, model: ModelOption = None, json_output: JsonOptio
     """Check the faiss file's checksum, size and ids against the registry and the table."""
     from sisyphus_db.search.indexing import resolve_model, verify_faiss_index
 
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         report = verify_faiss_index(db, resolve_model(db, model))
-    finally:
-        db.dispose()
     if json_output:
         emit_json({"ok": report.ok, "problems": report.problems, "pending": report.pending,
                    "index": report.record.to_json()})
@@ -143,11 +131,8 @@ def drop(ctx: typer.Context, model: ModelOption = None, backend: BackendOption =
     from sisyphus_db.search.indexing import drop_index, resolve_model
 
     _check_backend(backend)
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         record = drop_index(db, resolve_model(db, model), backend)
-    finally:
-        db.dispose()
     typer.echo(f"dropped the {backend} index of {record.model_name}")
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sisyphus_db.cli.context import emit_json, open_db, settings, stderr_console, stdout_console
+from sisyphus_db.cli.context import database, emit_json, settings, stderr_console, stdout_console
 from sisyphus_db.errors import InputError
 
 KEYFRAME_METHODS = ("scene", "similarity", "iframe", "fps")
@@ -91,18 +91,14 @@ def ingest(
         workers=workers,
     )
     settings(ctx).ensure_home()
-    db = open_db(ctx)
     console = stderr_console()
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[rate]}", style="dim"),
         console=console, disable=not console.is_terminal,
     )
-    try:
-        with progress:
-            summary = run_ingest(db, paths, options, _ProgressObserver(progress))
-    finally:
-        db.dispose()
+    with database(ctx) as db, progress:
+        summary = run_ingest(db, paths, options, _ProgressObserver(progress))
     if json_output:
         emit_json(summary.to_json())
     else:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sisyphus_db.cli.context import emit_json, open_db, stderr_console, stdout_console
+from sisyphus_db.cli.context import database, emit_json, stderr_console, stdout_console
 from sisyphus_db.errors import InputError
 
 RESULT_COLUMNS = ("rank", "frame_id", "distance", "path", "source_uri", "pts_seconds", "source_id", "frame_index")
@@ -46,14 +46,11 @@ def search(
     request = SearchRequest(k=k, backend=backend, where=where, nprobe=nprobe, per_source=per_source,
                             save=not no_save, name=save)
     validate_request(request)
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         stored = resolve_model(db, model)
         query = build_query(db, stored, images=image or [], frame_id=frame, vector_file=vector, text=text,
                             device=device)
         outcome = run_search(db, stored, query, request)
-    finally:
-        db.dispose()
     for warning in outcome.warnings:
         stderr_console().print(f"warning: {warning}", soft_wrap=True, markup=False)
     if json_output:
@@ -84,11 +81,8 @@ def knn_graph(
     from sisyphus_db.search.indexing import resolve_model
     from sisyphus_db.search.knn_graph import build_knn_graph
 
-    db = open_db(ctx)
-    try:
+    with database(ctx) as db:
         report = build_knn_graph(db, resolve_model(db, model), k=k, nprobe=nprobe)
-    finally:
-        db.dispose()
     if json_output:
         emit_json(report.to_json())
         return
