@@ -222,11 +222,19 @@ class SearchResult(Base):
     distance: Mapped[float] = mapped_column(Real, nullable=False)
 
 
+LABEL_ORIGINS = ("manual", "propagated")
+
+
 class Label(Base):
-    """A label on a frame: positive or negative, by a person or propagated from a search."""
+    """A label on a frame and its provenance: positive or negative, manual or propagated, from what, by whom."""
 
     __tablename__ = "labels"
-    __table_args__ = (UniqueConstraint("frame_id", "label"), Index(None, "label"))
+    __table_args__ = (
+        UniqueConstraint("frame_id", "label"),
+        Index(None, "label"),
+        CheckConstraint(_in("origin", LABEL_ORIGINS), name="origin"),
+        CheckConstraint("length(label) BETWEEN 1 AND 200", name="label"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     frame_id: Mapped[int] = mapped_column(
@@ -234,11 +242,58 @@ class Label(Base):
     )
     label: Mapped[str] = mapped_column(Text, nullable=False)
     positive: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
-    origin: Mapped[str] = mapped_column(Text, nullable=False, server_default="human")
+    origin: Mapped[str] = mapped_column(Text, nullable=False, server_default="manual")
     run_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("search_runs.id", ondelete="SET NULL")
     )
+    # The rule a label came from when no run did ("propagate k=10 alpha=0.99", "api").
+    rule: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Real)
+    created_by: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("current_user"))
     created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class LabelScore(Base):
+    """A propagated score of a label on a frame (`sisyphus propagate`)."""
+
+    __tablename__ = "label_scores"
+    __table_args__ = (Index("ix_label_scores_label_score", "label", "score"),)
+
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    score: Mapped[float] = mapped_column(Real, nullable=False)
+    params: Mapped[dict[str, Any]] = _jsonb()
+    computed_at: Mapped[datetime] = _now()
+
+
+class DuplicateGroup(Base):
+    """A frame's near-duplicate group (`sisyphus dedup`); group_id is the representative's frame id."""
+
+    __tablename__ = "duplicate_groups"
+    __table_args__ = (Index("ix_duplicate_groups_group_id", "group_id"),)
+
+    model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    group_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    is_representative: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    distance: Mapped[float] = mapped_column(Real, nullable=False)
+    threshold: Mapped[float] = mapped_column(Real, nullable=False)
+    computed_at: Mapped[datetime] = _now()
+
+
+class Cluster(Base):
+    """A frame's k-means cluster under a model and its distance to the centroid (`sisyphus cluster`)."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (Index("ix_clusters_model_id", "model_id", "cluster"),)
+
+    model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    cluster: Mapped[int] = mapped_column(Integer, nullable=False)
+    distance: Mapped[float] = mapped_column(Real, nullable=False)
+    computed_at: Mapped[datetime] = _now()
 
 
 class IngestError(Base):

@@ -1,0 +1,1 @@
+"""The labelling loop: labels with provenance, discovery, propagation, duplicates, clusters, exports."""
