@@ -1,0 +1,1 @@
+"""The query server: FastAPI app, HTTP API and the review page."""
