@@ -12,6 +12,7 @@ from typing import Any
 
 from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     REAL as Real,
+    SmallInteger,
     Text,
     UniqueConstraint,
     func,
@@ -42,7 +44,7 @@ NAMING_CONVENTION = {
 SOURCE_KINDS = ("video", "image", "folder")
 SOURCE_STATES = ("ingesting", "complete")
 KEYFRAME_METHODS = ("image", "scene", "similarity", "iframe", "fps")
-INDEX_BACKENDS = ("faiss", "pgvector")
+INDEX_BACKENDS = ("faiss", "pgvector", "invfile")
 INDEX_STATES = ("building", "ready", "failed")
 
 
@@ -160,7 +162,7 @@ class AnnIndex(Base):
 
     __tablename__ = "ann_indexes"
     __table_args__ = (
-        UniqueConstraint("model_id", "backend"),
+        UniqueConstraint("model_id", "backend", "kind"),
         CheckConstraint(_in("backend", INDEX_BACKENDS), name="backend"),
         CheckConstraint(_in("state", INDEX_STATES), name="state"),
         CheckConstraint("ntotal >= 0", name="ntotal"),
@@ -171,6 +173,8 @@ class AnnIndex(Base):
         Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False
     )
     backend: Mapped[str] = mapped_column(Text, nullable=False)
+    # What the index holds: frames (embeddings), regions, segments, bow (inverted file).
+    kind: Mapped[str] = mapped_column(Text, nullable=False, server_default="frames")
     factory: Mapped[str] = mapped_column(Text, nullable=False)
     metric: Mapped[str] = mapped_column(Text, nullable=False)
     path: Mapped[str | None] = mapped_column(Text)
@@ -355,3 +359,61 @@ class EvalMetric(Base):
     subset: Mapped[str] = mapped_column(Text, nullable=False)
     metric: Mapped[str] = mapped_column(Text, nullable=False)
     value: Mapped[float] = mapped_column(Double, nullable=False)
+
+
+class Region(Base):
+    """A region vector of a frame's feature map (R-MAC-style grid) and its box in pixels (`sisyphus regions build`)."""
+
+    __tablename__ = "regions"
+    __table_args__ = (
+        # Building regions again adds nothing: a frame's box under a model is stored once.
+        UniqueConstraint("model_id", "frame_id", "x0", "y0", "x1", "y1"),
+        CheckConstraint("x1 > x0 AND y1 > y0 AND x0 >= 0 AND y0 >= 0", name="box"),
+        CheckConstraint("scale >= 1", name="scale"),
+        Index(None, "model_id", "frame_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), nullable=False)
+    model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+    scale: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    x0: Mapped[int] = mapped_column(Integer, nullable=False)
+    y0: Mapped[int] = mapped_column(Integer, nullable=False)
+    x1: Mapped[int] = mapped_column(Integer, nullable=False)
+    y1: Mapped[int] = mapped_column(Integer, nullable=False)
+    vec: Mapped[Any] = mapped_column(HALFVEC(), nullable=False)
+
+
+class BowVocabulary(Base):
+    """A visual vocabulary of local descriptors: k-means centroids in a registered file (`sisyphus bow build`)."""
+
+    __tablename__ = "bow_vocabularies"
+    __table_args__ = (UniqueConstraint("model_id", "layer"), CheckConstraint("words >= 1", name="words"))
+
+    id: Mapped[int] = mapped_column(Integer, Identity(always=True), primary_key=True)
+    model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+    layer: Mapped[str] = mapped_column(Text, nullable=False)
+    words: Mapped[int] = mapped_column(Integer, nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    frames_sampled: Mapped[int] = mapped_column(Integer, nullable=False)
+    descriptors: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    build_seconds: Mapped[float | None] = mapped_column(Double)
+    params: Mapped[dict[str, Any]] = _jsonb()
+    created_at: Mapped[datetime] = _now()
+
+
+class BowFrame(Base):
+    """A frame's visual-word assignment map: grid_h x grid_w word ids, row-major."""
+
+    __tablename__ = "bow_frames"
+    __table_args__ = (CheckConstraint("cardinality(words) = grid_h * grid_w", name="grid"),)
+
+    vocabulary_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("bow_vocabularies.id", ondelete="CASCADE"), primary_key=True
+    )
+    frame_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    grid_h: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    grid_w: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    words: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
