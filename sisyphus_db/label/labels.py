@@ -8,6 +8,7 @@ again updates its row (positive/negative, provenance, score) instead of adding a
 from __future__ import annotations
 
 import getpass
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +34,8 @@ class LabelChange:
     added: int
     updated: int
     frame_ids: list[int]
+    # Frames left alone: `--from-scores` never overwrites a manual label.
+    skipped: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +189,63 @@ def add_labels(db: Database, name: str, frame_ids: Sequence[int], *, positive: b
             {key: [row[key] for row in rows] for key in rows[0]}).scalars().all()
     added = sum(1 for was_inserted in inserted if was_inserted)
     return LabelChange(label=name, added=added, updated=len(inserted) - added, frame_ids=ids)
+
+
+def add_labels_from_scores(db: Database, name: str, min_score: float, *, model_id: int | None = None,
+                           created_by: str | None = None) -> LabelChange:
+    """Turn the propagated scores of a label (label_scores, from `sisyphus propagate`) into weak labels.
+
+    Every frame scored at least `min_score` becomes a positive with origin 'propagated', its
+    score and the rule it came from. A frame that already carries a manual label (positive
+    or negative) is left alone: a person's decision always wins over a propagated guess.
+    """
+    name = check_label_name(name)
+    if not math.isfinite(min_score):
+        raise LabelError(f"--min-score must be a number, got {min_score}")
+    who = created_by or current_user()
+    with db.transaction() as conn:
+        models = conn.execute(sa.text(
+            "SELECT DISTINCT s.model_id, m.name FROM label_scores s JOIN models m ON m.id = s.model_id "
+            "WHERE s.label = :n ORDER BY s.model_id"), {"n": name}).all()
+        if not models:
+            raise LabelError(f"label {name!r} has no propagated scores: run `sisyphus propagate {name}` first")
+        if model_id is None:
+            if len(models) > 1:
+                names = ", ".join(row[1] for row in models)
+                raise LabelError(f"label {name!r} has scores under several models ({names}): choose one with --model")
+            model_id = int(models[0][0])
+        elif model_id not in {int(row[0]) for row in models}:
+            raise LabelError(f"label {name!r} has no propagated scores under that model: run "
+                             f"`sisyphus propagate {name} --model ...` first")
+        model_name = next(row[1] for row in models if int(row[0]) == model_id)
+        rule = f"label_scores >= {min_score:g} ({model_name})"
+        eligible = conn.execute(sa.text(
+            "SELECT s.frame_id, s.score, s.params, "
+            "EXISTS (SELECT 1 FROM labels l WHERE l.frame_id = s.frame_id AND l.label = s.label "
+            "AND l.origin = 'manual') AS manual "
+            "FROM label_scores s WHERE s.label = :n AND s.model_id = :m AND s.score >= :s ORDER BY s.score DESC, "
+            "s.frame_id"), {"n": name, "m": model_id, "s": float(min_score)}).all()
+        rows = [row for row in eligible if not row[3]]
+        skipped = len(eligible) - len(rows)
+        if rows and rows[0][2]:
+            params = ", ".join(f"{key}={value}" for key, value in sorted(dict(rows[0][2]).items()))
+            rule = f"{rule[:-1]}, {params})"
+        inserted: list[bool] = []
+        if rows:
+            # The WHERE on the update keeps a manual row that appeared meanwhile untouched.
+            inserted = list(conn.execute(sa.text(
+                "INSERT INTO labels (frame_id, label, positive, origin, run_id, rule, score, created_by) "
+                "SELECT f, :n, true, 'propagated', NULL, :rule, sc, :who "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS real[])) AS t(f, sc) "
+                "ON CONFLICT (frame_id, label) DO UPDATE SET positive = true, origin = 'propagated', run_id = NULL, "
+                "rule = EXCLUDED.rule, score = EXCLUDED.score, created_by = EXCLUDED.created_by, updated_at = now() "
+                "WHERE labels.origin = 'propagated' "
+                "RETURNING (xmax = 0)"),
+                {"n": name, "rule": rule, "who": who, "ids": [int(r[0]) for r in rows],
+                 "scores": [float(r[1]) for r in rows]}).scalars().all())
+    added = sum(1 for was_inserted in inserted if was_inserted)
+    return LabelChange(label=name, added=added, updated=len(inserted) - added, frame_ids=[int(r[0]) for r in rows],
+                       skipped=skipped + len(rows) - len(inserted))
 
 
 def remove_labels(db: Database, name: str, frame_ids: Sequence[int] | None = None) -> int:
