@@ -65,7 +65,14 @@ def read_file_bytes(path: Path) -> bytes:
 def load_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode an image file fully into upright RGB, with its sha256 and EXIF capture time."""
     path = Path(path)
-    data = read_file_bytes(path)
+    return decode_image(read_file_bytes(path), path, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, name: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode image bytes (a file's, or an upload's) with the same checks; `name` only appears in messages."""
+    if not data:
+        raise MediaError(f"{name}: empty file (0 bytes)")
+    path = name
     digest = hashlib.sha256(data).hexdigest()
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone in this process switched it on; we cannot switch it off for them safely.
@@ -88,7 +95,7 @@ def load_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
     return LoadedImage(rgb=rgb, width=width, height=height, sha256=digest, captured_at=captured_at)
 
 
-def _open_checked(path: Path, data: bytes, max_pixels: int) -> Image.Image:
+def _open_checked(path: Path | str, data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only) and refuse over-large images before any pixel is decoded."""
     try:
         with warnings.catch_warnings():

@@ -15,7 +15,7 @@ import psycopg
 from pgvector import HalfVector
 
 from sisyphus_db.db.database import Database
-from sisyphus_db.search.filters import FILTER_TIMEOUT_MS, FrameFilter, filter_error
+from sisyphus_db.search.filters import FILTER_TIMEOUT_MS, FrameFilter, Where, filter_error, where_parts
 from sisyphus_db.store.indexes import IndexRecord
 from sisyphus_db.store.registry import StoredModel
 from sisyphus_db.store.vectors import vectors_by_id
@@ -23,13 +23,14 @@ from sisyphus_db.store.vectors import vectors_by_id
 Neighbours = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
 
 
-def _sql_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.float32], k: int, *, where: str | None,
+def _sql_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.float32], k: int, *, where: Where | None,
                     settings: dict[str, str]) -> Neighbours:
     from sisyphus_db.search.indexing import hnsw_expression
 
+    where_sql, where_params = where_parts(where) if where is not None else (None, {})
     expression = hnsw_expression(model, "e")
-    joins = " JOIN frames ON frames.id = e.frame_id JOIN sources ON sources.id = frames.source_id" if where else ""
-    condition = f" AND ({where})" if where else ""
+    joins = " JOIN frames ON frames.id = e.frame_id JOIN sources ON sources.id = frames.source_id" if where_sql else ""
+    condition = f" AND ({where_sql})" if where_sql else ""
     sql = (
         "SELECT id, dist FROM ("
         f"SELECT e.frame_id AS id, {expression} <=> %(q)s AS dist FROM embeddings e{joins} "
@@ -39,12 +40,12 @@ def _sql_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.floa
     with db.copy_connection() as conn:
         try:
             with conn.transaction(force_rollback=True):
-                if where:
+                if where_sql:
                     conn.execute("SET LOCAL transaction_read_only = on")
                 conn.execute(f"SET LOCAL statement_timeout = {FILTER_TIMEOUT_MS}")
                 for name, value in settings.items():
                     conn.execute(f"SET LOCAL {name} = {value}")
-                rows = conn.execute(sql, {"q": HalfVector(query), "model": model.id, "k": int(k)},
+                rows = conn.execute(sql, {**where_params, "q": HalfVector(query), "model": model.id, "k": int(k)},
                                     prepare=False).fetchall()
         except psycopg.Error as exc:
             raise filter_error(exc) from None
@@ -54,14 +55,14 @@ def _sql_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.floa
 
 
 def exact_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.float32], k: int, *,
-                     where: str | None = None) -> Neighbours:
+                     where: Where | None = None) -> Neighbours:
     """Exact search in PostgreSQL (a sequential scan; the ground truth of tests and metrics)."""
     return _sql_neighbours(db, model, query, k, where=where,
                            settings={"enable_indexscan": "off", "enable_bitmapscan": "off"})
 
 
 def pgvector_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.float32], k: int, *,
-                        ef_search: int = 40, where: str | None = None) -> Neighbours:
+                        ef_search: int = 40, where: Where | None = None) -> Neighbours:
     """Through the HNSW expression index; filters use iterative scans so k results still come back."""
     settings = {"hnsw.ef_search": str(max(int(ef_search), int(k)) if k <= 1000 else 1000)}
     if where:
@@ -78,8 +79,8 @@ CANDIDATES_FIRST = 4           # a filter is first checked on this many times `d
 
 
 def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, query: npt.NDArray[np.float32],
-                     depth: int, *, nprobe: int | None,
-                     frame_filter: FrameFilter | None) -> tuple[Neighbours, dict[str, Any]]:
+                     depth: int, *, nprobe: int | None, frame_filter: FrameFilter | None,
+                     index: Any = None) -> tuple[Neighbours, dict[str, Any]]:
     """ANN candidates from the sidecar, re-ranked exactly with the vectors from PostgreSQL.
 
     `depth` is how many candidates to re-rank. With a filter, the filter is first checked
@@ -87,12 +88,13 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
     enough of them and no id list is ever built. Otherwise every matching id is listed: a
     selective filter is searched exactly over its rows, a middling one through a faiss
     IDSelector with nprobe widened by the inverse selectivity, a broad one by a deeper
-    over-fetch.
+    over-fetch. `index`: the loaded index when the caller holds one (the server), else the
+    file is loaded (and cached) here.
     """
     from sisyphus_db.ann.search import exact_rerank, search
     from sisyphus_db.search.indexing import load_faiss_index
 
-    index = load_faiss_index(record)
+    index = load_faiss_index(record) if index is None else index
     ntotal = int(index.ntotal)
     nprobe = nprobe or record.params.get("nprobe")
     info: dict[str, Any] = {"nprobe": nprobe, "rerank_k": depth}
@@ -117,7 +119,7 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
             info["selectivity"] = round(fraction, 6)
             if allowed.size <= EXACT_CANDIDATES_MAX:
                 info["strategy"] = "exact-filtered"
-                found_exact = exact_neighbours(db, model, query, depth, where=frame_filter.where)
+                found_exact = exact_neighbours(db, model, query, depth, where=frame_filter.source)
                 info["exhausted"] = found_exact[0].size < depth
                 return found_exact, info
             if fraction < SELECTOR_MAX_FRACTION:

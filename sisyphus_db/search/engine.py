@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.backends import Neighbours, exact_neighbours, faiss_neighbours, pgvector_neighbours
-from sisyphus_db.search.filters import FrameFilter
+from sisyphus_db.search.filters import FrameFilter, Where, where_description
 from sisyphus_db.search.queries import Query
 from sisyphus_db.search.runs import SearchHit, frame_details, save_run
 from sisyphus_db.store.indexes import IndexRecord, find_index
@@ -30,7 +30,7 @@ MAX_K = 10_000
 class SearchRequest:
     k: int = 10
     backend: str = "faiss"
-    where: str | None = None
+    where: Where | None = None  # a --where string, or a SqlFilter compiled from structured filters
     nprobe: int | None = None
     ef_search: int | None = None
     per_source: int | None = None
@@ -65,17 +65,26 @@ def validate_request(request: SearchRequest) -> None:
         raise InputError(f"--per-source must be at least 1, got {request.per_source}")
 
 
-def search(db: Database, model: StoredModel, query: Query, request: SearchRequest) -> SearchOutcome:
-    """Run one search and, unless request.save is False, store it as a search run."""
+def search(db: Database, model: StoredModel, query: Query, request: SearchRequest, *,
+           loaded: tuple[IndexRecord, Any] | None = None) -> SearchOutcome:
+    """Run one search and, unless request.save is False, store it as a search run.
+
+    `loaded`: the faiss registry row and its index already in memory (the server keeps them
+    and checks the registry itself), so a faiss search neither queries the registry nor
+    touches the index file.
+    """
     validate_request(request)
     started = time.perf_counter()
     warnings: list[str] = []
-    record = _index_for(db, model, request.backend, warnings)
+    preloaded = loaded is not None and request.backend == "faiss"
+    record = loaded[0] if loaded is not None and preloaded else _index_for(db, model, request.backend, warnings)
+    index = loaded[1] if loaded is not None and preloaded else None
     if record is not None and request.nprobe is not None:
         from sisyphus_db.ann.params import check_nprobe
         from sisyphus_db.search.indexing import load_faiss_index
 
-        check_nprobe(load_faiss_index(record), request.nprobe)  # misspelt or inapplicable: fails loudly
+        # misspelt or inapplicable: fails loudly
+        check_nprobe(index if index is not None else load_faiss_index(record), request.nprobe)
     frame_filter = FrameFilter(db, request.where, model.id) if request.where and request.backend == "faiss" else None
     params: dict[str, Any] = {}
 
@@ -93,7 +102,7 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
             return found, found[0].size < depth
         assert record is not None
         found, info = faiss_neighbours(db, model, record, query.vector, depth, nprobe=request.nprobe,
-                                       frame_filter=frame_filter)
+                                       frame_filter=frame_filter, index=index)
         # Fewer re-ranked results than candidates is not the end: candidates whose frames
         # were deleted since the last `index update` are dropped, and deeper search refills k.
         exhausted = bool(info.pop("exhausted"))
@@ -122,7 +131,7 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
     params = {**params, "k": request.k, "per_source": request.per_source, "model": model.name}
     run_id = None
     if request.save:
-        run_id = save_run(db, model_id=model.id, query=query.description, where=request.where,
+        run_id = save_run(db, model_id=model.id, query=query.description, where=where_description(request.where),
                           backend=request.backend, k=request.k, params=params, elapsed_ms=elapsed_ms,
                           name=request.name, hits=hits)
     return SearchOutcome(run_id, hits, request.backend, params, elapsed_ms, warnings)

@@ -8,6 +8,10 @@ FilterError and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import psycopg
@@ -20,6 +24,34 @@ FILTER_TIMEOUT_MS = 60_000
 FRAME_SOURCE_JOIN = "frames JOIN sources ON sources.id = frames.source_id"
 
 
+@dataclass(frozen=True)
+class SqlFilter:
+    """A filter compiled from structured conditions (the HTTP API): SQL text whose values are
+    bound parameters (`%(name)s` placeholders), never spliced in, and how to describe it in
+    search_runs.filter. Every plan that takes a `--where` string also takes one of these."""
+
+    sql: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+Where = str | SqlFilter
+
+
+def where_parts(where: Where) -> tuple[str, dict[str, Any]]:
+    """The SQL text and bound parameters of a filter (a --where string has none)."""
+    if isinstance(where, SqlFilter):
+        return where.sql, dict(where.params)
+    return where, {}
+
+
+def where_description(where: Where | None) -> str | None:
+    """What search_runs.filter records: the --where text, or the structured filter's description."""
+    if where is None or isinstance(where, str):
+        return where
+    return where.description or where.sql
+
+
 class FrameFilter:
     """A --where filter for one model's frames, evaluated only as far as needed.
 
@@ -27,8 +59,10 @@ class FrameFilter:
     lists every matching frame (needed for selective filters) and is computed once.
     """
 
-    def __init__(self, db: Database, where: str, model_id: int) -> None:
-        self.where = where.strip()
+    def __init__(self, db: Database, where: Where, model_id: int) -> None:
+        self.source = where
+        text, self.params = where_parts(where)
+        self.where = text.strip()
         if not self.where:
             raise FilterError("--where is empty: give a boolean SQL expression, e.g. "
                               "\"sources.tags->>'city' = 'berlin'\"")
@@ -66,13 +100,13 @@ class FrameFilter:
                     # Parameters mean the extended protocol, which refuses a second statement.
                     # Never prepared: a generic plan cannot see the size of the id array and
                     # picked nested seq scans (8 s for 6,000 frames instead of milliseconds).
-                    rows = conn.execute(query, {"model": self.model_id, **params}, prepare=False).fetchall()
+                    rows = conn.execute(query, {**self.params, "model": self.model_id, **params}, prepare=False).fetchall()
             except psycopg.Error as exc:
                 raise filter_error(exc) from None
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
 
-def filtered_frame_ids(db: Database, where: str, model_id: int) -> npt.NDArray[np.int64]:
+def filtered_frame_ids(db: Database, where: Where, model_id: int) -> npt.NDArray[np.int64]:
     """Ids of the frames with a vector under the model that match the filter, ascending."""
     return FrameFilter(db, where, model_id).all_ids()
 

@@ -40,11 +40,16 @@ def query_from_images(paths: Sequence[Path], model: StoredModel, *, device: str 
 
     images = [load_image(path).rgb for path in paths]
     embedder = load_embedder(model.name, device=device)
+    return query_from_rgb(images, model, embedder, {"kind": "image", "paths": [str(Path(p).resolve()) for p in paths]})
+
+
+def query_from_rgb(images: Sequence[npt.NDArray[np.uint8]], model: StoredModel, embedder: Any,
+                   description: dict[str, Any]) -> Query:
+    """Decoded images (H x W x 3 uint8) through an already loaded embedder (the server keeps one)."""
     if embedder.spec.dim != model.dim:
         raise InputError(f"model {model.name} now makes {embedder.spec.dim}-d vectors, the stored ones are {model.dim}-d")
     vectors = embedder.embed_images(images)
-    return Query(_unit(vectors.mean(axis=0), "the query images' mean vector"),
-                 {"kind": "image", "paths": [str(Path(p).resolve()) for p in paths]})
+    return Query(_unit(vectors.mean(axis=0), "the query images' mean vector"), description)
 
 
 def query_from_frame(db: Database, frame_id: int, model: StoredModel) -> Query:
