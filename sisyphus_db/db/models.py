@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pgvector.sqlalchemy import HALFVEC
+from pgvector.sqlalchemy import BIT, HALFVEC
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -417,3 +417,64 @@ class BowFrame(Base):
     grid_h: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     grid_w: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     words: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+
+
+class Segment(Base):
+    """A window of a video pooled from its frames' vectors under a model (`sisyphus segments build`)."""
+
+    __tablename__ = "segments"
+    __table_args__ = (
+        # Building segments again adds nothing: a window of a source under a model is stored once.
+        UniqueConstraint("source_id", "model_id", "start_seconds", "window_seconds"),
+        CheckConstraint("end_seconds > start_seconds AND start_seconds >= 0", name="range"),
+        CheckConstraint("window_seconds > 0 AND stride_seconds > 0", name="window"),
+        CheckConstraint("frame_count >= 1", name="frame_count"),
+        Index(None, "model_id", "source_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    source_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False)
+    model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+    start_seconds: Mapped[float] = mapped_column(Double, nullable=False)
+    end_seconds: Mapped[float] = mapped_column(Double, nullable=False)
+    window_seconds: Mapped[float] = mapped_column(Double, nullable=False)
+    stride_seconds: Mapped[float] = mapped_column(Double, nullable=False)
+    frame_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    vec: Mapped[Any] = mapped_column(HALFVEC(), nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class FrameHash(Base):
+    """A frame's 64-bit perceptual hash and wavelet hash, as pgvector bits (`sisyphus hashes build`)."""
+
+    __tablename__ = "frame_hashes"
+    __table_args__ = (
+        Index("ix_frame_hashes_phash_hnsw", "phash", postgresql_using="hnsw",
+              postgresql_ops={"phash": "bit_hamming_ops"}),
+        Index("ix_frame_hashes_whash_hnsw", "whash", postgresql_using="hnsw",
+              postgresql_ops={"whash": "bit_hamming_ops"}),
+    )
+
+    frame_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    phash: Mapped[Any] = mapped_column(BIT(64), nullable=False)
+    whash: Mapped[Any] = mapped_column(BIT(64), nullable=False)
+    computed_at: Mapped[datetime] = _now()
+
+
+class AudioSegment(Base):
+    """One second of a video's sound as a vector, and the method that made it (`sisyphus audio build`)."""
+
+    __tablename__ = "audio_segments"
+    __table_args__ = (
+        UniqueConstraint("source_id", "method", "start_seconds"),
+        CheckConstraint("end_seconds > start_seconds AND start_seconds >= 0", name="range"),
+        Index(None, "method", "source_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    source_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False)
+    method: Mapped[str] = mapped_column(Text, nullable=False)
+    start_seconds: Mapped[float] = mapped_column(Double, nullable=False)
+    end_seconds: Mapped[float] = mapped_column(Double, nullable=False)
+    vec: Mapped[Any] = mapped_column(HALFVEC(), nullable=False)
+    created_at: Mapped[datetime] = _now()
