@@ -129,5 +129,54 @@ def knn(
     out.print(table)
 
 
+@app.command(name="discover")
+def discover_eval(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
+    label: Annotated[str | None, typer.Option("--label", help="Only this class (default: every class).")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", help="Discover rounds at most per class and method.")] = 30,
+    k: Annotated[int, typer.Option("--k", help="Frames reviewed per round.")] = 10,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: rocchio, multi, classifier, expand.")]
+    = "rocchio,multi,classifier,expand",
+    model: Annotated[str, typer.Option("--model", help="Embedding model.")] = "efficientnet-lite0",
+    device: DeviceOption = "auto",
+    workers: WorkersOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Simulated reviewer on a labelled folder tree: from one positive of each class, discover rounds of K;
+    frames reviewed to reach 50 %, 80 % and all of the class per method, against one query and random order."""
+    from sisyphus_db.cli.progress import StageProgress, progress_bars
+    from sisyphus_db.devices import resolve_torch_device
+    from sisyphus_db.evaluate.discover_eval import DiscoverEvalOptions, run_discover_eval
+
+    names = tuple(dict.fromkeys(name.strip() for name in methods.split(",") if name.strip()))
+    options = DiscoverEvalOptions(label=label, rounds=rounds, k=k, methods=names, model=model,
+                                  device=resolve_torch_device(device), workers=workers)
+    options.check()
+    settings(ctx).ensure_home()
+    with database(ctx) as db:
+        with progress_bars() as progress:
+            report = run_discover_eval(db, path, options, StageProgress(progress))
+    document = report.to_json()
+    if json_output:
+        emit_json(document)
+        return
+    out = stdout_console()
+    classes = ", ".join(f"{name} ({count})" for name, count in report.classes.items())
+    out.print(f"{report.images} images in {len(report.classes)} classes: {classes}; rounds of {k}; "
+              f"stored as eval run {report.run_id}", soft_wrap=True, markup=False)
+    table = Table("class", "method", "found", "50 %", "80 %", "100 %", "one query 80 %", "random 80 %",
+                  title="frames reviewed to reach each share of the class")
+    for r in document["results"]:
+        table.add_row(r["class"], r["method"], f"{r['found']}/{r['relevant']}",
+                      *(_reached(r["reached"][key]) for key in ("50%", "80%", "100%")),
+                      _reached((r["single"] or {}).get("80%")), f"{r['random']['80%']:.0f}")
+    out.print(table)
+
+
+def _reached(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="eval")

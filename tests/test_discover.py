@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from sisyphus_db.label.discover import DEFAULT_METHOD, DISCOVER_METHODS, discove
 from sisyphus_db.label.labels import LabelError, add_labels, label_frame_ids
 from sisyphus_db.label.reviewer import random_order, review_targets, simulate_review, single_query
 from sisyphus_db.search.indexing import build_faiss_index
+
+TREE_CLASSES = ("blobs", "checker", "gradient")
 
 
 def _counts(db: Database) -> tuple[int, int, int]:
@@ -209,3 +212,55 @@ def test_cli_discover_json_and_errors(cli: CliRunner, cli_world: tuple[str, Plan
     ]:
         failed = cli("--database-url", url, *args)
         assert failed.exit_code == 1 and failed.stderr == message and failed.stdout == "", args
+
+
+# ---- eval discover on a tiny labelled tree (real model, real ingest) ---------------------------
+
+
+def _tree(root: Path, per_class: int = 4) -> Path:
+    from PIL import Image
+
+    from sisyphus_db.media.synthetic import Segment, segment_frame
+
+    rng = np.random.default_rng(0)
+    for kind in TREE_CLASSES:
+        (root / kind).mkdir(parents=True)
+        for number in range(per_class):
+            colour = tuple(int(c) for c in rng.integers(30, 230, 3))
+            picture = segment_frame(Segment(kind, 1.0, color=colour, seed=100 + number), 0, (128, 96))
+            Image.fromarray(picture).save(root / kind / f"{number}.png")
+    return root
+
+
+def test_eval_discover_on_a_tiny_tree(cli: CliRunner, fresh_database_url: str, tmp_path: Path) -> None:
+    root = _tree(tmp_path / "tree")
+    result = cli("eval", "discover", str(root), "--k", "2", "--rounds", "5", "--methods", "rocchio,classifier",
+                 "--workers", "1", "--json", env={"SISYPHUS_DATABASE_URL": fresh_database_url})
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["classes"] == {name: 4 for name in TREE_CLASSES} and document["images"] == 12
+    assert [(r["class"], r["method"]) for r in document["results"]] == [
+        (name, method) for name in TREE_CLASSES for method in ("rocchio", "classifier")]
+    for entry in document["results"]:
+        assert entry["relevant"] == 3 and entry["candidates"] == 11
+        assert entry["random"] == {"50%": 6.0, "80%": 9.0, "100%": 9.0}  # t * 12 / 4
+        assert entry["reached"]["100%"] is not None and entry["reached"]["100%"] <= 6  # measured: 3
+        assert entry["single"]["100%"] is not None
+    engine = sa.create_engine(fresh_database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT backend, subset, metric, value FROM eval_metrics m JOIN eval_runs r ON r.id = m.run_id "
+            "WHERE r.kind = 'discover' AND m.run_id = :r"), {"r": document["run_id"]}).all()
+        leftover = conn.execute(sa.text("SELECT count(*) FROM labels")).scalar_one()
+    engine.dispose()
+    assert leftover == 0  # the simulation removes its labels
+    stored = {(b, s, m): v for b, s, m, v in rows}
+    first = document["results"][0]
+    assert stored[("rocchio", "efficientnet-lite0/class=blobs", "reviewed@80%")] == first["reached"]["80%"]
+    assert ("classifier", "efficientnet-lite0/mean", "random@50%") in stored
+    refused = cli("eval", "discover", str(root), "--label", "cats", "--workers", "1",
+                  env={"SISYPHUS_DATABASE_URL": fresh_database_url})
+    assert refused.exit_code == 1 and refused.stderr.startswith("Error: ") and "no class folder named 'cats'" in \
+        refused.stderr
+    bad_k = cli("eval", "discover", str(root), "--k", "-2", env={"SISYPHUS_DATABASE_URL": fresh_database_url})
+    assert bad_k.exit_code == 1 and bad_k.stderr == "Error: --k must be between 1 and 10000, got -2\n"

@@ -35,9 +35,10 @@ from sisyphus_db.errors import InputError
 from sisyphus_db.label import feedback
 from sisyphus_db.label.labels import LabelError, label_frame_ids, require_label
 from sisyphus_db.search.engine import MAX_K, SearchRequest, search
+from sisyphus_db.search.filters import Where, where_description
 from sisyphus_db.search.queries import Query
 from sisyphus_db.search.runs import SearchHit, save_run
-from sisyphus_db.store.indexes import find_index
+from sisyphus_db.store.indexes import IndexRecord, find_index
 from sisyphus_db.store.registry import StoredModel
 from sisyphus_db.store.vectors import vectors_by_id
 
@@ -83,8 +84,13 @@ def check_discover_options(*, k: int, per_source: int | None, method: str | None
 
 
 def discover(db: Database, model: StoredModel | str | None, name: str, *, k: int = 10, per_source: int | None = None,
-             where: str | None = None, method: str | None = None, save: bool = True) -> DiscoverOutcome:
-    """Propose the next k frames to review for `name`; stored as a search run unless save is False."""
+             where: Where | None = None, method: str | None = None, save: bool = True,
+             loaded: tuple[IndexRecord, Any] | None = None) -> DiscoverOutcome:
+    """Propose the next k frames to review for `name`; stored as a search run unless save is False.
+
+    `where`: a --where string or a compiled SqlFilter, as for `search()`; `loaded`: the faiss
+    registry row and index already in memory (the server's), passed on to every search.
+    """
     chosen = check_discover_options(k=k, per_source=per_source, method=method)
     if not isinstance(model, StoredModel):
         from sisyphus_db.search.indexing import resolve_model
@@ -100,9 +106,9 @@ def discover(db: Database, model: StoredModel | str | None, name: str, *, k: int
     if not len(positives):
         raise LabelError(f"the positives of label {name!r} have no {model.name} vectors: choose another --model")
     _, negatives = vectors_by_id(db, model.id, model.dim, negative_ids)
-    record = find_index(db, model.id, "faiss")
+    record = loaded[0] if loaded is not None else find_index(db, model.id, "faiss")
     backend = "faiss" if record is not None and record.state == "ready" else "exact"
-    round_ = _Round(db, model, backend, where, labelled=set(positive_ids) | set(negative_ids),
+    round_ = _Round(db, model, backend, where, loaded if backend == "faiss" else None, labelled=set(positive_ids) | set(negative_ids),
                     positives=positives, negatives=negatives)
     rank_method = _METHODS[chosen]
     depth = min(MAX_K, FIRST_DEPTH_MAX, 2 * k + len(round_.labelled))
@@ -122,7 +128,7 @@ def discover(db: Database, model: StoredModel | str | None, name: str, *, k: int
     run_id = None
     if save:
         run_id = save_run(db, model_id=model.id, query={"kind": "discover", "label": name, "method": chosen},
-                          where=where, backend=backend, k=k, params=params, elapsed_ms=elapsed_ms,
+                          where=where_description(where), backend=backend, k=k, params=params, elapsed_ms=elapsed_ms,
                           name=f"discover {name}", hits=hits)
     return DiscoverOutcome(name, run_id, chosen, hits, scores, backend, params, elapsed_ms, round_.warnings)
 
@@ -130,9 +136,10 @@ def discover(db: Database, model: StoredModel | str | None, name: str, *, k: int
 class _Round:
     """One discover call's state: the searches it ran, the frames they returned, what is labelled."""
 
-    def __init__(self, db: Database, model: StoredModel, backend: str, where: str | None, *, labelled: set[int],
+    def __init__(self, db: Database, model: StoredModel, backend: str, where: Where | None,
+                 loaded: tuple[IndexRecord, Any] | None, *, labelled: set[int],
                  positives: npt.NDArray[np.float32], negatives: npt.NDArray[np.float32]) -> None:
-        self.db, self.model, self.backend, self.where = db, model, backend, where
+        self.db, self.model, self.backend, self.where, self.loaded = db, model, backend, where, loaded
         self.labelled = labelled
         self.positives, self.negatives = positives, negatives
         self.hits: dict[int, SearchHit] = {}
@@ -144,7 +151,8 @@ class _Round:
     def neighbours(self, vector: npt.NDArray[np.float32], depth: int) -> list[tuple[int, float]]:
         """The unlabelled frames among the `depth` nearest to `vector`, nearest first."""
         outcome = search(self.db, self.model, Query(vector, {"kind": "discover"}),
-                         SearchRequest(k=depth, backend=self.backend, where=self.where, save=False))
+                         SearchRequest(k=depth, backend=self.backend, where=self.where, save=False),
+                         loaded=self.loaded)
         self.searches += 1
         for warning in outcome.warnings:
             if warning not in self.warnings:

@@ -24,6 +24,7 @@ from sisyphus_db.errors import InputError
 from sisyphus_db.evaluate.metrics import expected_frames_without_tool, frames_to_review
 from sisyphus_db.label.discover import DEFAULT_METHOD, discover
 from sisyphus_db.label.labels import add_labels, remove_labels
+from sisyphus_db.search.filters import Where
 from sisyphus_db.store.registry import StoredModel
 
 REVIEW_FRACTIONS: tuple[float, ...] = (0.5, 0.8, 1.0)
@@ -84,7 +85,7 @@ class ReviewResult:
 
 def simulate_review(db: Database, model: StoredModel, truth: Collection[int], start: int, *, candidates: int,
                     method: str | None = None, k: int = 10, max_rounds: int | None = None,
-                    where: str | None = None, single: dict[str, int | None] | None = None,
+                    where: Where | None = None, single: dict[str, int | None] | None = None,
                     on_round: Callable[[int, int, int], None] | None = None) -> ReviewResult:
     """Discover rounds of k from one positive until the whole class is found (or rounds run out).
 
