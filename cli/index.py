@@ -17,11 +17,21 @@ ModelOption = Annotated[str | None, typer.Option("--model", help="Model whose ve
                                                  "(default: the only stored one).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 BackendOption = Annotated[str, typer.Option("--backend", help="faiss (sidecar file) or pgvector (HNSW index).")]
+KindOption = Annotated[str, typer.Option("--kind", help="What the index holds: frames (one vector per frame) or "
+                                         "regions (`sisyphus regions build`).")]
 
 
 def _check_backend(backend: str) -> None:
     if backend not in ("faiss", "pgvector"):
         raise InputError(f"unknown --backend {backend!r}: expected faiss or pgvector")
+
+
+def _check_kind(kind: str, backend: str = "faiss") -> None:
+    from sisyphus_db.store.vectors import vector_table
+
+    vector_table(kind)  # unknown kinds fail with the list of known ones
+    if kind != "frames" and backend != "faiss":
+        raise InputError(f"--kind {kind} indexes are faiss sidecars only")
 
 
 @app.command()
@@ -35,18 +45,20 @@ def build(
     target_recall: Annotated[float, typer.Option("--target-recall", help="recall@10 the tuned nprobe and "
                                                  "rerank depth must reach.")] = 0.95,
     backend: BackendOption = "faiss",
+    kind: KindOption = "frames",
     json_output: JsonOption = False,
 ) -> None:
-    """Build (or rebuild) an index from the embeddings table and register it."""
+    """Build (or rebuild) an index from the embeddings (or regions) table and register it."""
     from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index, resolve_model
 
     _check_backend(backend)
+    _check_kind(kind, backend)
     with database(ctx) as db:
         stored = resolve_model(db, model)
         with progress_bars() as progress:
             if backend == "faiss":
                 report = build_faiss_index(db, stored, factory=factory, train_size=train_size, device=device,
-                                           target_recall=target_recall, progress=StageProgress(progress))
+                                           target_recall=target_recall, progress=StageProgress(progress), kind=kind)
             else:
                 report = build_pgvector_index(db, stored, target_recall=target_recall,
                                               progress=StageProgress(progress))
@@ -57,7 +69,7 @@ def build(
         return
     record = report.record
     stdout_console().print(
-        f"built {backend} index {record.factory} for {record.model_name}: {record.ntotal} vectors in "
+        f"built {backend} index {record.factory} of {record.kind} for {record.model_name}: {record.ntotal} vectors in "
         f"{report.seconds:.1f} s; recall@10 {record.recall_at_10:.3f} with {_params_text(record.params)}",
         soft_wrap=True, markup=False)
     if not report.reached:
@@ -70,12 +82,14 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 @app.command()
-def update(ctx: typer.Context, model: ModelOption = None, json_output: JsonOption = False) -> None:
-    """Add the frames above the watermark (and drop deleted ones) without retraining."""
+def update(ctx: typer.Context, model: ModelOption = None, kind: KindOption = "frames",
+           json_output: JsonOption = False) -> None:
+    """Add the frames (or regions) above the watermark (and drop deleted ones) without retraining."""
     from sisyphus_db.search.indexing import resolve_model, update_faiss_index
 
+    _check_kind(kind)
     with database(ctx) as db:
-        report = update_faiss_index(db, resolve_model(db, model))
+        report = update_faiss_index(db, resolve_model(db, model), kind=kind)
     if json_output:
         emit_json({**report.record.to_json(), "added": report.added, "removed": report.removed})
         return
@@ -84,41 +98,46 @@ def update(ctx: typer.Context, model: ModelOption = None, json_output: JsonOptio
 
 
 @app.command()
-def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """List the indexes with their factory, size, watermark, tuned parameters and measured recall."""
+def status(ctx: typer.Context, kind: Annotated[str | None, typer.Option(
+        "--kind", help="Only the indexes of this kind (frames, regions, ...); default: all.")] = None,
+           json_output: JsonOption = False) -> None:
+    """List the indexes with their kind, factory, size, watermark, tuned parameters and measured recall."""
     from sisyphus_db.search.indexing import indexes_status
 
     with database(ctx) as db:
-        records = indexes_status(db)
+        records = [r for r in indexes_status(db) if kind is None or r.kind == kind]
     if json_output:
         emit_json([record.to_json() for record in records])
         return
     if not records:
         typer.echo("no indexes yet: run `sisyphus index build`")
         return
-    table = Table("model", "backend", "factory", "vectors", "watermark", "params", "recall@10", "build s", "device",
-                  "state")
+    table = Table("model", "backend", "kind", "factory", "vectors", "watermark", "params", "recall@10", "build s",
+                  "device", "state")
     for r in records:
-        table.add_row(r.model_name, r.backend, r.factory, str(r.ntotal), str(r.watermark), _params_text(r.params),
+        table.add_row(r.model_name, r.backend, r.kind, r.factory, str(r.ntotal), str(r.watermark), _params_text(r.params),
                       f"{r.recall_at_10:.3f}" if r.recall_at_10 is not None else "-",
                       f"{r.build_seconds:.1f}" if r.build_seconds is not None else "-", r.device or "-", r.state)
     stdout_console().print(table)
 
 
 @app.command()
-def verify(ctx: typer.Context, model: ModelOption = None, json_output: JsonOption = False) -> None:
+def verify(ctx: typer.Context, model: ModelOption = None, kind: KindOption = "frames",
+           json_output: JsonOption = False) -> None:
     """Check the faiss file's checksum, size and ids against the registry and the table."""
-    from sisyphus_db.search.indexing import resolve_model, verify_faiss_index
+    from sisyphus_db.search.indexing import build_command, resolve_model, verify_faiss_index
 
+    _check_kind(kind)
     with database(ctx) as db:
-        report = verify_faiss_index(db, resolve_model(db, model))
+        report = verify_faiss_index(db, resolve_model(db, model), kind=kind)
     if json_output:
         emit_json({"ok": report.ok, "problems": report.problems, "pending": report.pending,
                    "index": report.record.to_json()})
     else:
         if report.ok:
             typer.echo(f"ok: {report.record.ntotal} vectors match the table"
-                       + (f"; {report.pending} newer frames await `sisyphus index update`" if report.pending else ""))
+                       + (f"; {report.pending} newer {kind} await `{build_command(kind, 'update')}`"
+                          if report.pending else ""))
         for problem in report.problems:
             typer.echo(f"out of sync: {problem}", err=True)
     if not report.ok:
@@ -126,14 +145,17 @@ def verify(ctx: typer.Context, model: ModelOption = None, json_output: JsonOptio
 
 
 @app.command()
-def drop(ctx: typer.Context, model: ModelOption = None, backend: BackendOption = "faiss") -> None:
+def drop(ctx: typer.Context, model: ModelOption = None, backend: BackendOption = "faiss",
+         kind: KindOption = "frames") -> None:
     """Remove an index (its file or HNSW index, and its registry row). The vectors stay."""
     from sisyphus_db.search.indexing import drop_index, resolve_model
 
     _check_backend(backend)
+    _check_kind(kind, backend)
     with database(ctx) as db:
-        record = drop_index(db, resolve_model(db, model), backend)
-    typer.echo(f"dropped the {backend} index of {record.model_name}")
+        record = drop_index(db, resolve_model(db, model), backend, kind)
+    of = "" if kind == "frames" else f" of {kind}"
+    typer.echo(f"dropped the {backend} index{of} of {record.model_name}")
 
 
 def register(root: typer.Typer) -> None:

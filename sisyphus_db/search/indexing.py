@@ -23,7 +23,7 @@ from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.store.indexes import IndexRecord, delete_index, find_index, list_indexes, save_index, update_index
 from sisyphus_db.store.registry import StoredModel, find_model, stored_models
-from sisyphus_db.store.vectors import frame_ids_of_model, model_vectors
+from sisyphus_db.store.vectors import FRAMES, VectorTable, frame_ids_of_model, model_vectors, vector_table
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,20 @@ def resolve_model(db: Database, name: str | None) -> StoredModel:
     return models[0]
 
 
-def index_path(db: Database, model: StoredModel) -> Path:
+def index_path(db: Database, model: StoredModel, kind: str = FRAMES.kind) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:60]
-    return db.settings.index_dir / f"{slug}-{model.id}.faiss"
+    suffix = "" if kind == FRAMES.kind else f"-{kind}"
+    return db.settings.index_dir / f"{slug}-{model.id}{suffix}.faiss"
+
+
+def build_command(kind: str = FRAMES.kind, verb: str = "build") -> str:
+    """The command that builds (or updates) an index of this kind, for error messages."""
+    return f"sisyphus index {verb}" + ("" if kind == FRAMES.kind else f" --kind {kind}")
+
+
+def _what(table: VectorTable) -> str:
+    """How messages name the table's rows: frames, or e.g. regions."""
+    return "frames" if table is FRAMES else table.kind
 
 
 @dataclass
@@ -85,8 +96,10 @@ def build_faiss_index(
     target_recall: float = DEFAULT_TARGET_RECALL,
     memory_budget_bytes: int | None = None,
     progress: Progress | None = None,
+    kind: str = FRAMES.kind,
 ) -> BuildReport:
-    """Train, add every vector under its frame id, tune nprobe and rerank depth, write, register."""
+    """Train, add every vector under its id (frame id, region id, ...), tune nprobe and rerank depth,
+    write, register under (model, faiss, kind)."""
     from sisyphus_db.ann.build import build_index
     from sisyphus_db.ann.device import resolve_faiss_device
     from sisyphus_db.ann.factory import choose_factory
@@ -95,10 +108,13 @@ def build_faiss_index(
 
     if not 0.0 < target_recall <= 1.0:
         raise InputError(f"--target-recall must be in (0, 1], got {target_recall}")
+    table = vector_table(kind)
     where = resolve_faiss_device(device)
     started = time.perf_counter()
-    ids, vectors = model_vectors(db, model.id, model.dim, progress=_stage(progress, "read vectors"))
+    ids, vectors = model_vectors(db, model.id, model.dim, progress=_stage(progress, "read vectors"), table=table)
     if ids.size == 0:
+        if table is not FRAMES:
+            raise AnnIndexError(f"model {model.name} has no {table.kind} vectors: run `sisyphus {table.kind} build` first")
         raise AnnIndexError(f"model {model.name} has no vectors: run `sisyphus ingest` first")
     if factory == "auto":
         budget = {} if memory_budget_bytes is None else {"memory_budget_bytes": memory_budget_bytes}
@@ -110,12 +126,12 @@ def build_faiss_index(
     if not tuned.reached:
         logger.warning("%s reached recall@10 %.3f, below the target %.2f, at its widest setting",
                        factory, tuned.recall_at_10, target_recall)
-    path = index_path(db, model)
+    path = index_path(db, model, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     sha256 = write_index_atomic(index, path)
     seconds = time.perf_counter() - started
     record = save_index(
-        db, model_id=model.id, backend="faiss", factory=factory, metric=METRIC, path=str(path), sha256=sha256,
+        db, model_id=model.id, backend="faiss", kind=kind, factory=factory, metric=METRIC, path=str(path), sha256=sha256,
         ntotal=int(index.ntotal), watermark=int(ids.max()),
         params={"nprobe": tuned.nprobe, "rerank_k": tuned.rerank_k, "target_recall": target_recall,
                 "reached": tuned.reached, "train_size": train_size, "tune_seconds": round(tuned.seconds, 3)},
@@ -134,21 +150,23 @@ class UpdateReport:
     removed: int
 
 
-def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress | None = None) -> UpdateReport:
-    """Add the frames above the watermark and remove deleted ones, without retraining."""
+def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress | None = None,
+                       kind: str = FRAMES.kind) -> UpdateReport:
+    """Add the rows above the watermark and remove deleted ones, without retraining."""
     from sisyphus_db.ann.build import add_vectors, index_ids, remove_ids
     from sisyphus_db.ann.files import write_index_atomic
 
     from sisyphus_db.ann.files import read_index
 
-    record = require_faiss_record(db, model)
+    table = vector_table(kind)
+    record = require_faiss_record(db, model, kind)
     # A private copy: the cached one may be serving searches while this one changes.
     index = read_index(str(record.path), expected_sha256=record.sha256)
     ids, vectors = model_vectors(db, model.id, model.dim, above_id=record.watermark,
-                                 progress=_stage(progress, "read new vectors"))
+                                 progress=_stage(progress, "read new vectors"), table=table)
     if ids.size:
         add_vectors(index, vectors, ids)
-    gone = np.setdiff1d(index_ids(index), frame_ids_of_model(db, model.id), assume_unique=False)
+    gone = np.setdiff1d(index_ids(index), frame_ids_of_model(db, model.id, table), assume_unique=False)
     removed = remove_ids(index, gone) if gone.size else 0
     if ids.size == 0 and removed == 0:
         return UpdateReport(record, 0, 0)
@@ -170,16 +188,17 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_faiss_index(db: Database, model: StoredModel) -> VerifyReport:
+def verify_faiss_index(db: Database, model: StoredModel, kind: str = FRAMES.kind) -> VerifyReport:
     """Check the file against its registry row and its ids against the table; say what differs."""
     from sisyphus_db.ann.build import index_ids
     from sisyphus_db.ann.files import file_sha256, read_index
 
-    record = require_faiss_record(db, model)
+    table = vector_table(kind)
+    record = require_faiss_record(db, model, kind)
     path = Path(str(record.path))
     problems: list[str] = []
     if not path.exists():
-        return VerifyReport(record, [f"index file {path} is missing: rebuild with `sisyphus index build`"], 0)
+        return VerifyReport(record, [f"index file {path} is missing: rebuild with `{build_command(kind)}`"], 0)
     actual = file_sha256(path)
     if actual != record.sha256:
         problems.append(f"index file {path} has sha256 {actual[:12]}, the registry says {str(record.sha256)[:12]}: "
@@ -191,27 +210,28 @@ def verify_faiss_index(db: Database, model: StoredModel) -> VerifyReport:
     if int(index.ntotal) != record.ntotal:
         problems.append(f"the file holds {index.ntotal} vectors, the registry says {record.ntotal}")
     in_index = index_ids(index)
-    in_table = frame_ids_of_model(db, model.id)
+    in_table = frame_ids_of_model(db, model.id, table)
     covered = in_table[in_table <= record.watermark]
     missing = np.setdiff1d(covered, in_index)
     stale = np.setdiff1d(in_index, in_table)
     pending = int((in_table > record.watermark).sum())
     if missing.size:
-        problems.append(f"{missing.size} frames at or below the watermark {record.watermark} are missing from the "
-                        f"index (e.g. {_sample(missing)}): rebuild with `sisyphus index build`")
+        problems.append(f"{missing.size} {_what(table)} at or below the watermark {record.watermark} are missing "
+                        f"from the index (e.g. {_sample(missing)}): rebuild with `{build_command(kind)}`")
     if stale.size:
         problems.append(f"{stale.size} ids in the index are no longer in the table (e.g. {_sample(stale)}): "
-                        "run `sisyphus index update`")
+                        f"run `{build_command(kind, 'update')}`")
     duplicates = in_index.size - np.unique(in_index).size
     if duplicates:
         problems.append(f"{duplicates} ids are stored more than once in the index")
     return VerifyReport(record, problems, pending)
 
 
-def drop_index(db: Database, model: StoredModel, backend: str) -> IndexRecord:
-    record = find_index(db, model.id, backend)
+def drop_index(db: Database, model: StoredModel, backend: str, kind: str = FRAMES.kind) -> IndexRecord:
+    record = find_index(db, model.id, backend, kind)
     if record is None:
-        raise AnnIndexError(f"there is no {backend} index for {model.name}")
+        of = "" if kind == FRAMES.kind else f" of {kind}"
+        raise AnnIndexError(f"there is no {backend} index{of} for {model.name}")
     if backend == "faiss" and record.path:
         Path(record.path).unlink(missing_ok=True)
         forget_loaded(Path(record.path))
@@ -222,12 +242,13 @@ def drop_index(db: Database, model: StoredModel, backend: str) -> IndexRecord:
     return record
 
 
-def require_faiss_record(db: Database, model: StoredModel) -> IndexRecord:
-    record = find_index(db, model.id, "faiss")
+def require_faiss_record(db: Database, model: StoredModel, kind: str = FRAMES.kind) -> IndexRecord:
+    record = find_index(db, model.id, "faiss", kind)
+    of = "" if kind == FRAMES.kind else f" of {kind}"
     if record is None:
-        raise AnnIndexError(f"there is no faiss index for {model.name}: run `sisyphus index build`")
+        raise AnnIndexError(f"there is no faiss index{of} for {model.name}: run `{build_command(kind)}`")
     if record.state != "ready" or not record.path:
-        raise AnnIndexError(f"the faiss index for {model.name} is {record.state}: run `sisyphus index build`")
+        raise AnnIndexError(f"the faiss index{of} for {model.name} is {record.state}: run `{build_command(kind)}`")
     return record
 
 

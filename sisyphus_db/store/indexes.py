@@ -31,10 +31,11 @@ class IndexRecord:
     device: str | None
     state: str
     updated_at: Any
+    kind: str = "frames"
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "model": self.model_name, "backend": self.backend, "factory": self.factory, "metric": self.metric,
+            "model": self.model_name, "backend": self.backend, "kind": self.kind, "factory": self.factory, "metric": self.metric,
             "path": self.path, "sha256": self.sha256, "ntotal": self.ntotal, "watermark": self.watermark,
             "params": self.params, "recall_at_10": self.recall_at_10, "build_seconds": self.build_seconds,
             "device": self.device, "state": self.state, "updated_at": str(self.updated_at),
@@ -43,38 +44,41 @@ class IndexRecord:
 
 _COLUMNS = (AnnIndex.id, AnnIndex.model_id, Model.name, Model.dim, AnnIndex.backend, AnnIndex.factory,
             AnnIndex.metric, AnnIndex.path, AnnIndex.sha256, AnnIndex.ntotal, AnnIndex.watermark, AnnIndex.params,
-            AnnIndex.recall_at_10, AnnIndex.build_seconds, AnnIndex.device, AnnIndex.state, AnnIndex.updated_at)
+            AnnIndex.recall_at_10, AnnIndex.build_seconds, AnnIndex.device, AnnIndex.state, AnnIndex.updated_at,
+            AnnIndex.kind)
 
 
 def _record(row: Any) -> IndexRecord:
     return IndexRecord(*row)
 
 
-def list_indexes(db: Database, model_id: int | None = None) -> list[IndexRecord]:
+def list_indexes(db: Database, model_id: int | None = None, kind: str | None = None) -> list[IndexRecord]:
     query = sa.select(*_COLUMNS).join(Model, Model.id == AnnIndex.model_id).order_by(AnnIndex.id)
     if model_id is not None:
         query = query.where(AnnIndex.model_id == model_id)
+    if kind is not None:
+        query = query.where(AnnIndex.kind == kind)
     with db.transaction() as conn:
         return [_record(row) for row in conn.execute(query).all()]
 
 
-def find_index(db: Database, model_id: int, backend: str) -> IndexRecord | None:
-    for record in list_indexes(db, model_id):
+def find_index(db: Database, model_id: int, backend: str, kind: str = "frames") -> IndexRecord | None:
+    for record in list_indexes(db, model_id, kind):
         if record.backend == backend:
             return record
     return None
 
 
-def save_index(db: Database, *, model_id: int, backend: str, **values: Any) -> IndexRecord:
-    """Create or replace the registry row of (model, backend)."""
+def save_index(db: Database, *, model_id: int, backend: str, kind: str = "frames", **values: Any) -> IndexRecord:
+    """Create or replace the registry row of (model, backend, kind)."""
     values = {**values, "updated_at": sa.func.now()}
     with db.transaction() as conn:
-        statement = insert(AnnIndex).values(model_id=model_id, backend=backend, **values)
+        statement = insert(AnnIndex).values(model_id=model_id, backend=backend, kind=kind, **values)
         statement = statement.on_conflict_do_update(
-            index_elements=["model_id", "backend"], set_={key: statement.excluded[key] for key in values}
+            index_elements=["model_id", "backend", "kind"], set_={key: statement.excluded[key] for key in values}
         )
         conn.execute(statement)
-    record = find_index(db, model_id, backend)
+    record = find_index(db, model_id, backend, kind)
     assert record is not None
     return record
 
@@ -88,8 +92,8 @@ def update_index(db: Database, record_id: int, **values: Any) -> IndexRecord:
     values = {**values, "updated_at": sa.func.now()}
     with db.transaction() as conn:
         row = conn.execute(sa.update(AnnIndex).where(AnnIndex.id == record_id).values(**values)
-                           .returning(AnnIndex.model_id, AnnIndex.backend)).one()
-    record = find_index(db, row.model_id, row.backend)
+                           .returning(AnnIndex.model_id, AnnIndex.backend, AnnIndex.kind)).one()
+    record = find_index(db, row.model_id, row.backend, row.kind)
     assert record is not None
     return record
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,9 +11,40 @@ import numpy.typing as npt
 import psycopg
 
 from sisyphus_db.db.database import Database
-from sisyphus_db.errors import DatabaseError
+from sisyphus_db.errors import DatabaseError, InputError
 
 IdsAndVectors = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class VectorTable:
+    """Where an index kind's vectors live: a table with a bigint id column, model_id and a halfvec `vec`.
+
+    Every derived index (frames, regions, segments) is built, updated and verified from
+    one of these, so the registry, watermark and checksum rules are written once.
+    """
+
+    kind: str
+    table: str
+    id_column: str
+
+
+FRAMES = VectorTable("frames", "embeddings", "frame_id")
+REGIONS = VectorTable("regions", "regions", "id")
+# Other capabilities add theirs (e.g. segments) with register_vector_table.
+VECTOR_TABLES: dict[str, VectorTable] = {FRAMES.kind: FRAMES, REGIONS.kind: REGIONS}
+
+
+def register_vector_table(table: VectorTable) -> VectorTable:
+    VECTOR_TABLES[table.kind] = table
+    return table
+
+
+def vector_table(kind: str) -> VectorTable:
+    try:
+        return VECTOR_TABLES[kind]
+    except KeyError:
+        raise InputError(f"unknown index kind {kind!r}: expected one of {', '.join(VECTOR_TABLES)}") from None
 
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -83,16 +115,18 @@ def model_vectors(
     *,
     above_id: int = 0,
     progress: Callable[[int], None] | None = None,
+    table: VectorTable = FRAMES,
 ) -> IdsAndVectors:
-    """Every (frame id, vector) of a model with frame id > above_id, in frame-id order."""
+    """Every (id, vector) of a model with id > above_id, in id order (frame ids for FRAMES)."""
     with db.copy_connection() as conn:
-        select = (f"SELECT frame_id, vec FROM embeddings WHERE model_id = {int(model_id)} "
-                  f"AND frame_id > {int(above_id)} ORDER BY frame_id")
+        select = (f"SELECT {table.id_column}, vec FROM {table.table} WHERE model_id = {int(model_id)} "
+                  f"AND {table.id_column} > {int(above_id)} ORDER BY {table.id_column}")
         return _copy_out_vectors(conn, select, dim, progress=progress)
 
 
-def vectors_by_id(db: Database, model_id: int, dim: int, frame_ids: Sequence[int] | npt.NDArray[np.int64]) -> IdsAndVectors:
-    """The vectors of these frames under a model, by ascending id; frames that are gone are left out."""
+def vectors_by_id(db: Database, model_id: int, dim: int, frame_ids: Sequence[int] | npt.NDArray[np.int64],
+                  table: VectorTable = FRAMES) -> IdsAndVectors:
+    """The vectors of these ids under a model, by ascending id; ids that are gone are left out."""
     wanted = np.unique(np.asarray(frame_ids, dtype=np.int64))
     wanted = wanted[wanted >= 0]
     if wanted.size == 0:
@@ -100,12 +134,14 @@ def vectors_by_id(db: Database, model_id: int, dim: int, frame_ids: Sequence[int
     with db.copy_connection() as conn:
         # The ids are int64 from numpy, so the array literal cannot carry anything but digits and commas.
         literal = "{" + ",".join(map(str, wanted.tolist())) + "}"
-        select = (f"SELECT frame_id, vec FROM embeddings WHERE model_id = {int(model_id)} "
-                  f"AND frame_id = ANY('{literal}'::bigint[]) ORDER BY frame_id")
+        select = (f"SELECT {table.id_column}, vec FROM {table.table} WHERE model_id = {int(model_id)} "
+                  f"AND {table.id_column} = ANY('{literal}'::bigint[]) ORDER BY {table.id_column}")
         return _copy_out_vectors(conn, select, dim)
 
 
-def frame_ids_of_model(db: Database, model_id: int) -> npt.NDArray[np.int64]:
+def frame_ids_of_model(db: Database, model_id: int, table: VectorTable = FRAMES) -> npt.NDArray[np.int64]:
+    """Every id of the table under a model (frame ids for FRAMES), ascending."""
     with db.copy_connection() as conn:
-        rows = conn.execute("SELECT frame_id FROM embeddings WHERE model_id = %s ORDER BY frame_id", (model_id,))
+        rows = conn.execute(f"SELECT {table.id_column} FROM {table.table} WHERE model_id = %s "
+                            f"ORDER BY {table.id_column}", (model_id,))
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
