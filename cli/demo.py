@@ -87,6 +87,14 @@ def _print(doc: dict[str, object]) -> None:
     speedup = f"{doc['speedup']:.1f}x" if doc["speedup"] is not None else "-"
     table.add_row(f"frames to review to find {doc['find']}", f"{with_tool} with the tool, "
                   f"{doc['frames_without_tool']:.0f} without (speed-up {speedup})")
+    loop = doc.get("discover")
+    if isinstance(loop, dict):
+        for key, share in (("50%", "50%"), ("80%", "80%"), ("100%", "all")):
+            reached, single = loop["reached"][key], loop["single"][key]
+            table.add_row(f"frames to review to find {share} of them",
+                          f"{'not reached' if reached is None else reached} in discover rounds of {loop['k']} "
+                          f"({loop['method']}), {'-' if single is None else single} down one query's ranking, "
+                          f"{loop['random'][key]:.0f} in random order")
     seconds = doc["seconds"]
     assert isinstance(seconds, dict)
     table.add_row("time", f"{seconds['total']:.0f} s (ingest {seconds.get('ingest', 0):.0f} s)")

@@ -45,6 +45,9 @@ DEMO_MODEL = "efficientnet-lite0@max"
 # Where in its interval the query frame sits: two thirds in, the blockage is close and
 # in clear view, the example a person would pick to ask for "more of this".
 QUERY_POSITION = 2 / 3
+# The labelling loop after the first query: a simulated reviewer labels discover proposals
+# in rounds of this many frames, as a person would on the page.
+REVIEW_ROUND = 10
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class DemoReport:
     run_id: int | None
     seconds: dict[str, float] = field(default_factory=dict)
     html: str | None = None
+    # The simulated reviewer's discover rounds: frames reviewed to find 50 %, 80 % and all
+    # road-works frames, next to one query's ranking and random order.
+    loop: dict[str, Any] | None = None
 
     @property
     def main_review(self) -> dict[str, Any]:
@@ -131,6 +137,7 @@ class DemoReport:
             "speedup": main["speedup"], "find": main["find"], "review": self.review,
             "results": [asdict(hit) for hit in self.hits], "run_id": self.run_id,
             "seconds": {key: round(value, 2) for key, value in self.seconds.items()}, "html": self.html,
+            "discover": self.loop,
         }
 
 
@@ -214,6 +221,9 @@ def run_demo(db: Database, video: Path, truth: DriveVideoTruth, options: DemoOpt
         speedup = review_speedup(with_tool, without)
         review.append({"find": target, "with_tool": with_tool, "without_tool": round(without, 1),
                        "speedup": None if speedup is None else round(speedup, 2)})
+    clock = time.perf_counter()
+    loop = review_loop(db, model, inside, query_id, ranked_ids, candidates, where)
+    seconds["discover"] = time.perf_counter() - clock
     hits = [DemoHit(hit.rank, hit.frame_id, hit.pts_seconds, hit.distance, hit.frame_id in relevant, hit.path)
             for hit in top]
     for rank, hit in enumerate(hits, start=1):
@@ -226,8 +236,21 @@ def run_demo(db: Database, video: Path, truth: DriveVideoTruth, options: DemoOpt
         query={"frame_id": query_id, "pts_seconds": query_pts, "interval": list(interval), "path": query_path},
         base_rate=base_rate, precision_at_k=p_at_k, recall_at_k=recall_of_set(top_ids, relevant),
         lift=p_at_k / base_rate if base_rate else 0.0, intervals_found=found_intervals, review=review,
-        hits=hits, run_id=outcome.run_id, seconds=seconds,
+        hits=hits, run_id=outcome.run_id, seconds=seconds, loop=loop,
     )
+
+
+def review_loop(db: Database, model: StoredModel, inside: set[int], query_id: int, ranked_ids: list[int],
+                candidates: int, where: str) -> dict[str, Any]:
+    """From the query frame, a simulated reviewer's discover rounds (default method) until every
+    road-works frame is found; its effort next to reading one query's ranking and random order."""
+    from sisyphus_db.label.reviewer import simulate_review, single_query
+
+    result = simulate_review(db, model, inside, query_id, candidates=candidates, k=REVIEW_ROUND, where=where,
+                             single=single_query(ranked_ids, inside - {query_id}))
+    document = result.to_json()
+    return {key: document[key] for key in ("method", "k", "rounds", "relevant", "candidates", "found", "reviewed",
+                                           "reached", "single", "random", "speedup", "found_per_round")}
 
 
 def pick_query_frame(frames: list[tuple[int, float, str]],

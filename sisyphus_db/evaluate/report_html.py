@@ -11,6 +11,7 @@ import html
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -88,6 +89,7 @@ def write_demo_html(report: DemoReport, out: Path) -> Path:
         f"<tr><td>{row['find']}</td><td>{'-' if row['with_tool'] is None else row['with_tool']}</td>"
         f"<td>{row['without_tool']:.0f}</td><td>{_times(row['speedup'])}</td></tr>" for row in report.review)
     intervals = ", ".join(f"{start:.1f}-{end:.1f} s" for start, end in report.intervals)
+    loop = _loop_section(report.loop)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sisyphus demo: road works found by example</title>
 <style>{_STYLE}</style></head><body>
@@ -112,6 +114,7 @@ One road-works frame is the query; the {report.k} nearest frames come back from 
 {review}</table>
 <p><small>Without the tool: the expected position of the n-th road-works frame in a random order,
 n (N + 1) / (R + 1). The rarer the scene, the larger the speed-up.</small></p>
+{loop}
 </body></html>
 """
     out.write_text(page, encoding="utf-8")
@@ -119,3 +122,25 @@ n (N + 1) / (R + 1). The rarer the scene, the larger the speed-up.</small></p>
 
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}x"
+
+
+def _loop_section(loop: dict[str, Any] | None) -> str:
+    """The labelling loop: frames reviewed in discover rounds vs one query's ranking vs random order."""
+    if not loop:
+        return ""
+    rows = "".join(
+        f"<tr><td>{share} of {loop['relevant']}</td>"
+        f"<td><b>{'-' if loop['reached'][key] is None else loop['reached'][key]}</b></td>"
+        f"<td>{'-' if loop['single'][key] is None else loop['single'][key]}</td>"
+        f"<td>{loop['random'][key]:.0f}</td></tr>"
+        for key, share in (("50%", "50 %"), ("80%", "80 %"), ("100%", "all")))
+    bars = "".join(f'<span title="round {number}: {found} found">{"&#9632;" * found or "&#183;"}</span> '
+                   for number, found in enumerate(loop["found_per_round"], start=1))
+    return f"""<h2>The labelling loop</h2>
+<p>From the query frame, a simulated reviewer (the ground truth answering for a person) asks
+<code>sisyphus discover</code> for {loop['k']} frames at a time ({html.escape(str(loop['method']))}), labels
+each one road works or not, and asks again: {loop['rounds']} rounds, {loop['found']} of the
+{loop['relevant']} other road-works frames found after {loop['reviewed']} reviewed.</p>
+<table class="figures"><tr><th>to find</th><th>discover rounds</th><th>one query's ranking</th>
+<th>random order (expected)</th></tr>{rows}</table>
+<p><small>Road-works frames found per round: {bars}</small></p>"""
