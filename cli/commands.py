@@ -6,7 +6,8 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search", "demo", "evaluate", "label", "discover")
+COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search", "demo", "evaluate", "label", "discover",
+                                      "labelling")
 
 
 def register(app: typer.Typer) -> None:
