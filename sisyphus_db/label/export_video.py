@@ -49,7 +49,7 @@ class ClipFrame:
         return f"{self.source_uri}  {self.pts_seconds:.2f} s  frame {self.frame_id}  {self.note}"
 
     def short_caption(self) -> str:
-        return f"{Path(self.source_uri).name[:22]} {self.pts_seconds:.1f}s"
+        return f"{Path(self.source_uri).name[:22]}  {self.pts_seconds:.1f} s"
 
 
 @dataclass(frozen=True)
