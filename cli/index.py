@@ -123,13 +123,15 @@ def status(ctx: typer.Context, kind: Annotated[str | None, typer.Option(
 
 @app.command()
 def verify(ctx: typer.Context, model: ModelOption = None, kind: KindOption = "frames",
-           json_output: JsonOption = False) -> None:
-    """Check the faiss file's checksum, size and ids against the registry and the table."""
+           json_output: JsonOption = False,
+           full: Annotated[bool, typer.Option("--full", help="Compare every refine vector with the table "
+                                              "(default: a random sample).")] = False) -> None:
+    """Check the faiss file and its refine vectors (checksums, ids, values) against the registry and the table."""
     from sisyphus_db.search.indexing import build_command, resolve_model, verify_faiss_index
 
     _check_kind(kind)
     with database(ctx) as db:
-        report = verify_faiss_index(db, resolve_model(db, model), kind=kind)
+        report = verify_faiss_index(db, resolve_model(db, model), kind=kind, full=full)
     if json_output:
         emit_json({"ok": report.ok, "problems": report.problems, "pending": report.pending,
                    "index": report.record.to_json()})

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from conftest import CliRunner, create_database_from_template
 from vector_data import SELECTIVITY_FILTERS, Corpus, make_corpus, recall_at
 
-import sisyphus_db.search.backends as backends
+import sisyphus_db.search.faiss_plans as faiss_plans
 from sisyphus_db.ann.build import build_index
 from sisyphus_db.ann.params import apply_search_params, set_parameter
 from sisyphus_db.ann.search import exact_search
@@ -50,14 +50,14 @@ def corpus(database: Database) -> Corpus:
 # ---- filtered recall -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("exact_below", [backends.EXACT_CANDIDATES_MAX, 30], ids=["default-plan", "ann-plan"])
+@pytest.mark.parametrize("exact_below", [faiss_plans.EXACT_MAX, 30], ids=["default-plan", "ann-plan"])
 def test_filtered_faiss_search_keeps_recall_at_1_10_and_50_percent(
     database: Database, corpus: Corpus, monkeypatch: pytest.MonkeyPatch, exact_below: int
 ) -> None:
     # A broad filter (50 %) is checked on the ANN candidates alone. 6,000 frames are few
     # enough that the default plan searches the selective ones exactly; with the threshold
     # at 30 they go through the faiss IDSelector (1 %, 10 %), the plan large corpora use.
-    monkeypatch.setattr(backends, "EXACT_CANDIDATES_MAX", exact_below)
+    monkeypatch.setattr(faiss_plans, "EXACT_MAX", exact_below)
     build_faiss_index(database, corpus.model, factory="IVF64,Flat")
     expected = {0.01: "id-selector", 0.10: "id-selector"} if exact_below == 30 else {}
     expected[0.50] = "filter-candidates"

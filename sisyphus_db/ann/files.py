@@ -71,8 +71,14 @@ def write_index_atomic(index: Any, path: str | os.PathLike[str]) -> str:
     return sha
 
 
-def read_index(path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> Any:
-    """Read an index file, refusing a missing, tampered or corrupt one."""
+def read_index(path: str | os.PathLike[str], *, expected_sha256: str | None = None, mmap: bool = False) -> Any:
+    """Read an index file, refusing a missing, tampered or corrupt one.
+
+    mmap: map the file read-only instead of copying it into memory (faiss
+    IO_FLAG_MMAP_IFC: flat codes and IVF inverted lists are used in place, zero-copy),
+    so a large index opens in milliseconds and pages in on demand. Such an index cannot
+    be changed (add/remove): `index update` reads a private copy without mmap.
+    """
     import faiss
 
     target = Path(path)
@@ -83,6 +89,8 @@ def read_index(path: str | os.PathLike[str], *, expected_sha256: str | None = No
             f"index file {target} does not match its registry checksum: {_REBUILD}"
         )
     try:
+        if mmap:
+            return faiss.read_index(str(target), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         return faiss.read_index(str(target))
     except RuntimeError as exc:
         raise AnnIndexError(

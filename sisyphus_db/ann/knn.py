@@ -28,6 +28,8 @@ def knn_graph(
     nprobe: int | None = None,
     batch_size: int = 4096,
     progress: Callable[[int], None] | None = None,
+    refine: Any = None,
+    depth: int | None = None,
 ) -> Edges:
     """Edges (src id, dst id, cosine distance) to the k nearest other frames of each frame.
 
@@ -35,6 +37,9 @@ def knn_graph(
     missing neighbours (-1) are dropped, so a frame may have fewer than k edges.
     Edges are ordered by source (input order) then by distance.
     progress: called with the number of frames done after each batch.
+    refine: a RefineStore (sisyphus_db.ann.refine): fetch `depth` ANN candidates per frame
+      and keep the k + 1 nearest by exact distance over its float16 vectors (the
+      distances are then exact too, not the codes' approximation).
     """
     x = as_vectors(vectors, d=index.d)
     id_arr = as_ids(ids, x.shape[0])
@@ -47,7 +52,12 @@ def knn_graph(
     dist_parts: list[npt.NDArray[np.float32]] = []
     for start in range(0, x.shape[0], batch_size):
         qids = id_arr[start : start + batch_size]
-        dist, found = search(index, x[start : start + batch_size], k + 1, nprobe=nprobe)
+        if refine is not None:
+            fetch = min(max(k + 1, depth or k + 1), int(index.ntotal))
+            _, cand = search(index, x[start : start + batch_size], fetch, nprobe=nprobe)
+            dist, found = refine.rerank(x[start : start + batch_size], cand, k + 1)
+        else:
+            dist, found = search(index, x[start : start + batch_size], k + 1, nprobe=nprobe)
         # drop self wherever it appears; otherwise drop the (k+1)-th neighbour
         self_mask = found == qids[:, None]
         no_self = ~self_mask.any(axis=1)

@@ -6,7 +6,6 @@ is evaluated inside a read-only savepoint that is rolled back afterwards.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from sisyphus_db.db.database import Database
 from sisyphus_db.search.filters import FILTER_TIMEOUT_MS, FrameFilter, Where, filter_error, where_parts
 from sisyphus_db.store.indexes import IndexRecord
 from sisyphus_db.store.registry import StoredModel
-from sisyphus_db.store.vectors import vectors_by_id
 
 Neighbours = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
 
@@ -73,15 +71,12 @@ def pgvector_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.
 
 # ---- faiss ---------------------------------------------------------------------------------
 
-EXACT_CANDIDATES_MAX = 20_000  # a filter this selective is searched exactly: cheaper and perfect
-SELECTOR_MAX_FRACTION = 0.25   # below this fraction of the index, search only the allowed ids
-CANDIDATES_FIRST = 4           # a filter is first checked on this many times `depth` ANN candidates
-
-
 def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, query: npt.NDArray[np.float32],
                      depth: int, *, nprobe: int | None, frame_filter: FrameFilter | None,
                      index: Any = None) -> tuple[Neighbours, dict[str, Any]]:
-    """ANN candidates from the sidecar, re-ranked exactly with the vectors from PostgreSQL.
+    """ANN candidates from the sidecar, re-ranked exactly with the refine store's vectors in memory.
+
+    The plans live in sisyphus_db.search.faiss_plans.
 
     `depth` is how many candidates to re-rank. With a filter, the filter is first checked
     on the top `CANDIDATES_FIRST x depth` ANN candidates only: a broad filter keeps
@@ -91,67 +86,6 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
     over-fetch. `index`: the loaded index when the caller holds one (the server), else the
     file is loaded (and cached) here.
     """
-    from sisyphus_db.ann.search import exact_rerank, search
-    from sisyphus_db.search.indexing import load_faiss_index
+    from sisyphus_db.search.faiss_plans import faiss_neighbours as planned
 
-    index = load_faiss_index(record) if index is None else index
-    ntotal = int(index.ntotal)
-    nprobe = nprobe or record.params.get("nprobe")
-    info: dict[str, Any] = {"nprobe": nprobe, "rerank_k": depth}
-    candidates: npt.NDArray[np.int64]
-    if frame_filter is None:
-        info["strategy"] = "ann"
-        _, found = search(index, query[None, :], min(depth, ntotal), nprobe=nprobe)
-        candidates = found[0]
-        info["exhausted"] = int((candidates >= 0).sum()) < depth
-    else:
-        fetch = min(ntotal, depth * CANDIDATES_FIRST)
-        _, found = search(index, query[None, :], fetch, nprobe=nprobe)
-        fetched = found[0][found[0] >= 0]
-        passing = frame_filter.among(fetched)
-        if passing.size >= depth or fetched.size < fetch:
-            info["strategy"] = "filter-candidates"
-            candidates = fetched[np.isin(fetched, passing)]
-            info["exhausted"] = passing.size < depth
-        else:
-            allowed = frame_filter.all_ids()
-            fraction = allowed.size / max(1, ntotal)
-            info["selectivity"] = round(fraction, 6)
-            if allowed.size <= EXACT_CANDIDATES_MAX:
-                info["strategy"] = "exact-filtered"
-                found_exact = exact_neighbours(db, model, query, depth, where=frame_filter.source)
-                info["exhausted"] = found_exact[0].size < depth
-                return found_exact, info
-            if fraction < SELECTOR_MAX_FRACTION:
-                info["strategy"] = "id-selector"
-                widened = _widen(index, nprobe, fraction)
-                info["nprobe"] = widened
-                _, found = search(index, query[None, :], min(depth, allowed.size), nprobe=widened,
-                                  allowed_ids=allowed)
-                candidates = found[0]
-            else:
-                info["strategy"] = "over-fetch"
-                deeper = min(ntotal, math.ceil(depth / fraction * 1.5))
-                _, found = search(index, query[None, :], deeper, nprobe=nprobe)
-                candidates = found[0][np.isin(found[0], allowed)]
-                if candidates.size < min(depth, allowed.size):
-                    info["strategy"] = "over-fetch+id-selector"
-                    _, found = search(index, query[None, :], min(depth, allowed.size),
-                                      nprobe=_widen(index, nprobe, fraction), allowed_ids=allowed)
-                    candidates = found[0]
-            # Exhausted: the index had no more candidates to give (deleted frames do not count as given).
-            info["exhausted"] = int((candidates >= 0).sum()) < depth
-    ids, vectors = vectors_by_id(db, model.id, model.dim, candidates)
-    if ids.size == 0:
-        return (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)), info
-    ranked_ids, distances = exact_rerank(query, ids, vectors, min(depth, int(ids.size)))
-    return (ranked_ids, distances), info
-
-
-def _widen(index: Any, nprobe: int | None, fraction: float) -> int | None:
-    import faiss
-
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None or nprobe is None:
-        return None
-    return int(min(ivf.nlist, math.ceil(nprobe / max(fraction, 1e-6))))
+    return planned(db, model, record, query, depth, nprobe=nprobe, frame_filter=frame_filter, index=index)

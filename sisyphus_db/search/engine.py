@@ -115,7 +115,7 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
     total: int | None = None  # counted only when a first pass falls short: count(*) is a scan
     while True:
         (ids, distances), exhausted = neighbours(depth)
-        kept = _cap_per_source(db, ids, distances, request.per_source, request.k)
+        kept, details = _live_kept(db, ids, distances, request.per_source, request.k)
         if len(kept) >= request.k or exhausted:
             break
         total = _vector_count(db, model) if total is None else total
@@ -123,7 +123,6 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
             break
         depth = min(total, depth * 4)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    details = frame_details(db, [frame_id for frame_id, _ in kept])
     hits = [
         SearchHit(rank=rank, frame_id=frame_id, distance=float(distance), **details[frame_id])
         for rank, (frame_id, distance) in enumerate((item for item in kept if item[0] in details), start=1)
@@ -160,6 +159,30 @@ def _vector_count(db: Database, model: StoredModel) -> int:
     with db.transaction() as conn:
         return int(conn.execute(sa.text("SELECT count(*) FROM embeddings WHERE model_id = :m"),
                                 {"m": model.id}).scalar_one())
+
+
+def _live_kept(db: Database, ids: npt.NDArray[np.int64], distances: npt.NDArray[np.float32],
+               per_source: int | None, k: int) -> tuple[list[tuple[int, float]], dict[int, dict[str, Any]]]:
+    """The first k ranked frames still in the table, with their metadata (one join in the usual case).
+
+    The faiss index and its refine store keep a deleted frame until `index update`: the
+    metadata join drops it here and the next ranked frames take its place, so PostgreSQL
+    stays the truth without a per-query round trip for vectors.
+    """
+    if per_source is not None:
+        kept = _cap_per_source(db, ids, distances, per_source, k)  # joins frames: deleted ones drop out
+        return kept, frame_details(db, [frame_id for frame_id, _ in kept])
+    pairs = [(int(i), float(d)) for i, d in zip(ids, distances, strict=True) if i >= 0]
+    kept: list[tuple[int, float]] = []
+    details: dict[int, dict[str, Any]] = {}
+    position = 0
+    while len(kept) < k and position < len(pairs):
+        chunk = pairs[position:position + k - len(kept)]
+        position += len(chunk)
+        found = frame_details(db, [frame_id for frame_id, _ in chunk])
+        details.update(found)
+        kept += [pair for pair in chunk if pair[0] in found]
+    return kept, details
 
 
 def _cap_per_source(db: Database, ids: npt.NDArray[np.int64], distances: npt.NDArray[np.float32],

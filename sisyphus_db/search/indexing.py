@@ -21,6 +21,7 @@ import numpy as np
 
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
+from sisyphus_db.search.refine_sidecar import drop_refine, refine_files, updated_refine, verify_refine, write_new_refine
 from sisyphus_db.store.indexes import IndexRecord, delete_index, find_index, list_indexes, save_index, update_index
 from sisyphus_db.store.registry import StoredModel, find_model, stored_models
 from sisyphus_db.store.vectors import FRAMES, VectorTable, frame_ids_of_model, model_vectors, vector_table
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 METRIC = "cosine"
 DEFAULT_TARGET_RECALL = 0.95
+IN_MEMORY_RERANK_WEIGHT = 16.0
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH_STEPS = (40, 80, 160, 320, 640, 1000)
@@ -122,22 +124,30 @@ def build_faiss_index(
     logger.info("building %s over %d %d-d vectors on %s", factory, ids.size, model.dim, where)
     index = build_index(vectors, ids, factory=factory, train_size=train_size, device=where,
                         progress=_stage(progress, "add vectors", int(ids.size)))
-    tuned = tune(index, vectors, ids, target_recall=target_recall, progress=_stage(progress, "tune"))
+    # The rerank reads the refine store in memory (~1 us a candidate, ~16 scanned PQ codes),
+    # not PostgreSQL (tune's default weight): deeper reranks with fewer probes now win.
+    tuned = tune(index, vectors, ids, target_recall=target_recall, progress=_stage(progress, "tune"),
+                 rerank_weight=IN_MEMORY_RERANK_WEIGHT)
     if not tuned.reached:
         logger.warning("%s reached recall@10 %.3f, below the target %.2f, at its widest setting",
                        factory, tuned.recall_at_10, target_recall)
     path = index_path(db, model, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     sha256 = write_index_atomic(index, path)
+    previous = find_index(db, model.id, "faiss", kind)
+    refine = write_new_refine(path, ids, vectors)  # ids come ascending from model_vectors
     seconds = time.perf_counter() - started
     record = save_index(
         db, model_id=model.id, backend="faiss", kind=kind, factory=factory, metric=METRIC, path=str(path), sha256=sha256,
         ntotal=int(index.ntotal), watermark=int(ids.max()),
         params={"nprobe": tuned.nprobe, "rerank_k": tuned.rerank_k, "target_recall": target_recall,
-                "reached": tuned.reached, "train_size": train_size, "tune_seconds": round(tuned.seconds, 3)},
+                "reached": tuned.reached, "train_size": train_size, "tune_seconds": round(tuned.seconds, 3),
+                "refine": refine.to_params()},
         recall_at_10=tuned.recall_at_10, build_seconds=seconds, device=where, state="ready",
     )
     forget_loaded(path)
+    if previous is not None:
+        drop_refine(refine_files(previous))
     table = [{"nprobe": row.nprobe, "rerank_k": row.rerank_k, "recall_at_10": row.recall_at_10}
              for row in tuned.table]
     return BuildReport(record, int(ids.size), seconds, table, tuned.reached)
@@ -166,14 +176,19 @@ def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress |
                                  progress=_stage(progress, "read new vectors"), table=table)
     if ids.size:
         add_vectors(index, vectors, ids)
-    gone = np.setdiff1d(index_ids(index), frame_ids_of_model(db, model.id, table), assume_unique=False)
+    before = index_ids(index)
+    gone = np.setdiff1d(before, frame_ids_of_model(db, model.id, table), assume_unique=False)
     removed = remove_ids(index, gone) if gone.size else 0
-    if ids.size == 0 and removed == 0:
+    if ids.size == 0 and removed == 0 and refine_files(record) is not None:
         return UpdateReport(record, 0, 0)
+    # The refine store follows the index: old rows minus the deleted frames, plus the new ones.
+    refine = updated_refine(db, model, record, ids, vectors, gone, before, table=table)
     sha256 = write_index_atomic(index, Path(str(record.path)))
     forget_loaded(Path(str(record.path)))
     updated = update_index(db, record.id, sha256=sha256, ntotal=int(index.ntotal),
-                           watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready")
+                           watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready",
+                           params={**record.params, "refine": refine.to_params()})
+    drop_refine(refine_files(record))
     return UpdateReport(updated, int(ids.size), int(removed))
 
 
@@ -188,8 +203,13 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_faiss_index(db: Database, model: StoredModel, kind: str = FRAMES.kind) -> VerifyReport:
-    """Check the file against its registry row and its ids against the table; say what differs."""
+def verify_faiss_index(db: Database, model: StoredModel, *, full: bool = False,
+                       kind: str = FRAMES.kind) -> VerifyReport:
+    """Check the file against its registry row and its ids against the table; say what differs.
+
+    The refine store is checked too: its checksums, its ids against the index, and its
+    vectors against the table (a random sample, or every row with full=True).
+    """
     from sisyphus_db.ann.build import index_ids
     from sisyphus_db.ann.files import file_sha256, read_index
 
@@ -204,7 +224,7 @@ def verify_faiss_index(db: Database, model: StoredModel, kind: str = FRAMES.kind
         problems.append(f"index file {path} has sha256 {actual[:12]}, the registry says {str(record.sha256)[:12]}: "
                         "it was changed or replaced")
     try:
-        index = read_index(path)
+        index = read_index(path, mmap=True)
     except AnnIndexError as exc:
         return VerifyReport(record, [*problems, str(exc)], 0)
     if int(index.ntotal) != record.ntotal:
@@ -224,6 +244,7 @@ def verify_faiss_index(db: Database, model: StoredModel, kind: str = FRAMES.kind
     duplicates = in_index.size - np.unique(in_index).size
     if duplicates:
         problems.append(f"{duplicates} ids are stored more than once in the index")
+    problems += verify_refine(db, model, record, in_index, full=full, table=table)
     return VerifyReport(record, problems, pending)
 
 
@@ -235,6 +256,7 @@ def drop_index(db: Database, model: StoredModel, backend: str, kind: str = FRAME
     if backend == "faiss" and record.path:
         Path(record.path).unlink(missing_ok=True)
         forget_loaded(Path(record.path))
+        drop_refine(refine_files(record))
     if backend == "pgvector":
         with db.transaction() as conn:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
@@ -280,7 +302,7 @@ def load_faiss_index(record: IndexRecord) -> Any:
         if key not in _loaded:
             for stale in [cached for cached in _loaded if cached[0] == str(path)]:
                 del _loaded[stale]
-            index = read_index(path, expected_sha256=record.sha256)
+            index = read_index(path, expected_sha256=record.sha256, mmap=True)
             if key[2] is not None:
                 _loaded[key] = index
             return index

@@ -1,0 +1,167 @@
+"""faiss search plans: ANN candidates from the sidecar, re-ranked in memory from its refine store.
+
+Plans (`info["strategy"]`), for one query of `depth` re-ranked results:
+- `ann`: no filter; the index's `depth` nearest candidates, re-ranked exactly.
+- `filter-candidates`: the filter is checked by PostgreSQL on the top `CANDIDATES_FIRST x
+  depth` ANN candidates only; a broad filter keeps enough of them and no id list is built.
+- otherwise the allowed ids are evaluated once by PostgreSQL (`FrameFilter.all_ids`), then
+  searched in memory without another round trip:
+  - `exact-filtered`: at most `EXACT_MAX` allowed frames are compared exactly with the
+    query over their float16 rows of the refine store (perfect recall, a few ms);
+  - `id-selector`: a faiss IDSelector (hash set) over the allowed ids, nprobe widened by
+    the inverse selectivity, re-ranked exactly;
+  - `over-fetch`: a broad filter's deeper unfiltered ANN pass checked against the ids.
+Indexes registered before refine stores existed fall back to fetching the candidates'
+vectors from PostgreSQL (and exact filtered search in SQL), as before.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sisyphus_db.ann.refine import RefineStore
+from sisyphus_db.db.database import Database
+from sisyphus_db.search.filters import FrameFilter
+from sisyphus_db.store.indexes import IndexRecord
+from sisyphus_db.store.registry import StoredModel
+
+Neighbours = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+EXACT_MAX = 60_000               # allowed frames searched exactly over the refine store's rows
+EXACT_MAX_WITHOUT_STORE = 20_000  # the same in SQL, for indexes without a refine store
+SELECTOR_MAX_FRACTION = 0.25     # below this fraction of the index, search only the allowed ids
+CANDIDATES_FIRST = 4             # a filter is first checked on this many times `depth` ANN candidates
+PLANS = ("filter-candidates", "exact-filtered", "id-selector", "over-fetch")
+
+
+def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, query: npt.NDArray[np.float32],
+                     depth: int, *, nprobe: int | None, frame_filter: FrameFilter | None, index: Any = None,
+                     plan: str | None = None) -> tuple[Neighbours, dict[str, Any]]:
+    """The `depth` nearest frames (ids, cosine distances), nearest first, and what was done.
+
+    `index`: the loaded index when the caller holds one (the server), else the cached file.
+    `plan`: force one filtered plan (benchmarks and tests compare them); default: chosen.
+    """
+    from sisyphus_db.ann.search import search
+    from sisyphus_db.search.indexing import load_faiss_index
+    from sisyphus_db.search.refine_sidecar import load_refine
+
+    index = load_faiss_index(record) if index is None else index
+    store = load_refine(record)
+    ntotal = int(index.ntotal)
+    nprobe = nprobe or record.params.get("nprobe")
+    info: dict[str, Any] = {"nprobe": nprobe, "rerank_k": depth, "rerank": "memory" if store else "postgres"}
+    if frame_filter is None:
+        info["strategy"] = "ann"
+        _, found = search(index, query[None, :], min(depth, ntotal), nprobe=nprobe)
+        candidates = found[0]
+        info["exhausted"] = int((candidates >= 0).sum()) < depth
+        return _rerank(db, model, store, query, candidates, depth), info
+
+    if plan in (None, "filter-candidates"):
+        fetch = min(ntotal, depth * CANDIDATES_FIRST)
+        _, found = search(index, query[None, :], fetch, nprobe=nprobe)
+        fetched = found[0][found[0] >= 0]
+        passing = frame_filter.among(fetched)
+        if plan == "filter-candidates" or passing.size >= depth or fetched.size < fetch:
+            info["strategy"] = "filter-candidates"
+            info["exhausted"] = passing.size < depth
+            return _rerank(db, model, store, query, fetched[np.isin(fetched, passing)], depth), info
+
+    allowed = frame_filter.all_ids()
+    fraction = allowed.size / max(1, ntotal)
+    info["selectivity"] = round(fraction, 6)
+    exact_max = EXACT_MAX if store is not None else EXACT_MAX_WITHOUT_STORE
+    chosen = plan or ("exact-filtered" if allowed.size <= exact_max
+                      else "id-selector" if fraction < SELECTOR_MAX_FRACTION else "over-fetch")
+    info["strategy"] = chosen
+    if chosen == "exact-filtered":
+        if store is None:
+            from sisyphus_db.search.backends import exact_neighbours
+
+            found_exact = exact_neighbours(db, model, query, depth, where=getattr(frame_filter, "source", frame_filter.where))
+        else:
+            found_exact = store.exact_among(query, allowed, depth)
+        info["exhausted"] = found_exact[0].size < depth
+        return found_exact, info
+    if chosen == "id-selector" or allowed.size == 0:
+        widened = _widen(index, nprobe, fraction)
+        info["nprobe"] = widened
+        _, found = search(index, query[None, :], max(1, min(depth, allowed.size)), nprobe=widened,
+                          allowed_ids=allowed)
+        candidates = found[0]
+    else:
+        deeper = min(ntotal, math.ceil(depth / max(fraction, 1e-6) * 1.5))
+        _, found = search(index, query[None, :], deeper, nprobe=nprobe)
+        candidates = found[0][np.isin(found[0], allowed)]
+        if candidates.size < min(depth, allowed.size):
+            info["strategy"] = "over-fetch+id-selector"
+            _, found = search(index, query[None, :], min(depth, allowed.size),
+                              nprobe=_widen(index, nprobe, fraction), allowed_ids=allowed)
+            candidates = found[0]
+    # Exhausted: the index had no more candidates to give (deleted frames do not count as given).
+    info["exhausted"] = int((candidates >= 0).sum()) < depth
+    return _rerank(db, model, store, query, candidates, depth), info
+
+
+def _rerank(db: Database, model: StoredModel, store: RefineStore | None, query: npt.NDArray[np.float32],
+            candidates: npt.NDArray[np.int64], depth: int) -> Neighbours:
+    """Exact order of the candidates: from the refine store in memory, else from PostgreSQL."""
+    candidates = candidates[candidates >= 0]
+    if candidates.size == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    if store is not None:
+        distances, ids = store.rerank(query[None, :], candidates[None, :], min(depth, int(candidates.size)))
+        keep = ids[0] >= 0
+        return ids[0][keep], distances[0][keep]
+    from sisyphus_db.ann.search import exact_rerank
+    from sisyphus_db.store.vectors import vectors_by_id
+
+    ids, vectors = vectors_by_id(db, model.id, model.dim, candidates)
+    if ids.size == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    ranked, distances = exact_rerank(query, ids, vectors, min(depth, int(ids.size)))
+    return ranked, distances
+
+
+def bulk_neighbours(record: IndexRecord, queries: npt.NDArray[np.float32], k: int, *, depth: int | None = None,
+                    nprobe: int | None = None, index: Any = None, batch_size: int = 4096) -> (
+        tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
+    """Many queries at once: one batched ANN search per block, re-ranked in memory (no SQL).
+
+    Returns (cosine distances (m, k), frame ids (m, k)), -1/inf padded. Frames deleted from
+    the table since the last `index update` may appear: join the ids back to the table
+    (as single search's metadata join does), or run `index update` first.
+    """
+    from sisyphus_db.ann.search import search
+    from sisyphus_db.errors import AnnIndexError
+    from sisyphus_db.search.indexing import load_faiss_index
+    from sisyphus_db.search.refine_sidecar import load_refine
+
+    index = load_faiss_index(record) if index is None else index
+    store = load_refine(record)
+    if store is None:
+        raise AnnIndexError("this faiss index has no refine vectors: rebuild it with `sisyphus index build`")
+    depth = max(k, depth or int(record.params.get("rerank_k") or k))
+    nprobe = nprobe or record.params.get("nprobe")
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    out_d = np.empty((q.shape[0], k), dtype=np.float32)
+    out_i = np.empty((q.shape[0], k), dtype=np.int64)
+    for start in range(0, q.shape[0], batch_size):
+        block = q[start:start + batch_size]
+        _, cand = search(index, block, min(depth, int(index.ntotal)), nprobe=nprobe)
+        out_d[start:start + block.shape[0]], out_i[start:start + block.shape[0]] = store.rerank(block, cand, k)
+    return out_d, out_i
+
+
+def _widen(index: Any, nprobe: int | None, fraction: float) -> int | None:
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or nprobe is None:
+        return None
+    return int(min(ivf.nlist, math.ceil(nprobe / max(fraction, 1e-6))))
