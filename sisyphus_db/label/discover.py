@@ -192,7 +192,10 @@ def _multi(r: _Round, depth: int, k: int) -> list[Candidate]:
     rankings: list[list[int]] = []
     nearest: dict[int, float] = {}
     for index in chosen:
-        found = r.neighbours(r.positives[index], depth)
+        # Each look is pushed away from the negatives as Rocchio's query is: the common
+        # scene the negatives share weighs less, what makes the class weighs more.
+        query = feedback.rocchio(r.positives[index:index + 1], r.negatives)
+        found = r.neighbours(query, depth)
         rankings.append([frame_id for frame_id, _ in found])
         for frame_id, distance in found:
             nearest[frame_id] = min(distance, nearest.get(frame_id, 2.0))

@@ -76,8 +76,8 @@ def expanded_query(query: npt.NDArray[np.float32], top: Vectors, *,
     return unit(query + weight * unit(top.mean(axis=0)))
 
 
-def train_logistic(x: Vectors, y: npt.NDArray[np.float32], *, l2: float = 1e-2, steps: int = 200,
-                   lr: float = 1.0) -> tuple[npt.NDArray[np.float64], float]:
+def train_logistic(x: Vectors, y: npt.NDArray[np.float32], *, l2: float = 1e-3, steps: int = 300,
+                   lr: float = 4.0) -> tuple[npt.NDArray[np.float64], float]:
     """An L2-regularised logistic regression, classes weighted to equal mass, by gradient descent.
 
     A few hundred examples of unit vectors: full-batch gradient descent converges in a few
