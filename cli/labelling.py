@@ -39,8 +39,8 @@ def propagate(
     from sisyphus_db.search.indexing import resolve_model
 
     with database(ctx) as db:
-        report = propagate_label(db, name, resolve_model(db, model), k=k, alpha=alpha, solver=solver,  # type: ignore[arg-type]
-                                 top=top)
+        stored = resolve_model(db, model)
+        report = propagate_label(db, name, stored, k=k, alpha=alpha, solver=solver, top=top)  # type: ignore[arg-type]
     _warn(report.warnings)
     if json_output:
         emit_json(report.to_json())
@@ -140,7 +140,8 @@ export_app = typer.Typer(
 def export_dataset(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Label to export.")],
-    fmt: Annotated[str, typer.Option("--format", help="imagefolder, csv, parquet or coco.")] = ...,  # type: ignore[assignment]
+    fmt: Annotated[str, typer.Option("--format", help="imagefolder, csv, parquet or coco.")]
+    = ...,  # type: ignore[assignment]
     out: Annotated[Path, typer.Option("--out", help="Output folder (refused when it exists and is not empty, "
                                       "unless --force).")] = ...,  # type: ignore[assignment]
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of frames for validation; whole "

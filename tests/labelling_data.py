@@ -87,7 +87,10 @@ def store_edges(db: Database, model: StoredModel, source: list[int] | npt.NDArra
             {"m": model.id, "s": src.tolist(), "r": ranks.tolist(), "t": dst.tolist(), "d": dist.tolist()})
 
 
-def exact_knn_edges(world: World, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+Edges = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
+
+def exact_knn_edges(world: World, k: int) -> Edges:
     """The exact k nearest other frames of every frame (cosine distance), as knn-graph would store them."""
     v = world.vectors.astype(np.float64)
     distance = 1.0 - v @ v.T

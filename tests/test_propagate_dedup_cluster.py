@@ -310,3 +310,21 @@ def test_cli_chain_index_graph_propagate_dedup_cluster(cli, cli_world: tuple[str
     assert refused.exit_code == 1 and refused.stderr == "Error: --k must be at least 2, got 0\n"
     human = cli(*base, "cluster", "--k", "3", "--device", "cpu")
     assert human.exit_code == 0 and "rare scenes" in human.stdout
+
+
+def test_cluster_on_cuda_without_a_gpu_fails_clearly_and_changes_nothing(database: Database) -> None:
+    from sisyphus_db.ann.device import faiss_num_gpus
+
+    if faiss_num_gpus() > 0:
+        pytest.skip("this faiss has a GPU")
+    world, _ = _clustered(database)
+    with pytest.raises(SisyphusError, match="--device cuda was asked for but this faiss has no GPU support"):
+        cluster_frames(database, world.model, k=3, device="cuda")
+    assert count_rows(database, "clusters") == 0
+
+
+@pytest.mark.gpu
+def test_cluster_on_the_gpu_finds_the_planted_clusters(database: Database) -> None:
+    world, _ = _clustered(database)
+    report = cluster_frames(database, world.model, k=3, niter=20, device="cuda", nredo=5)
+    assert report.device == "cuda" and [c.size for c in report.clusters] == [10, 30, 40]

@@ -186,12 +186,13 @@ def export_dataset(db: Database, label: str, fmt: str, out: Path, *, val_fractio
     else:
         placed = _write_coco(out, frames, label, include_negatives)
     by_split = {split: [f for f in frames if f.split == split] for split in SPLITS}
+    sources = {split: sorted({f.source_id for f in chosen}) for split, chosen in by_split.items()}
     manifest = {
         "label": label, "format": fmt, "created_at": datetime.now(timezone.utc).isoformat(),
         "val_fraction": val_fraction, "seed": seed, "min_score": min_score, "include_negatives": include_negatives,
         "frames": len(frames),
         "classes": {split: dict(Counter(f.class_name(label) for f in chosen)) for split, chosen in by_split.items()},
-        "sources": {split: sorted({f.source_id for f in chosen}) for split, chosen in by_split.items()},
+        "sources": sources,
         "origins": dict(Counter(f.origin for f in frames)),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -199,5 +200,5 @@ def export_dataset(db: Database, label: str, fmt: str, out: Path, *, val_fractio
         label=label, format=fmt, out=str(out), frames=len(frames),
         positives=sum(1 for f in frames if f.positive), negatives=sum(1 for f in frames if not f.positive),
         train=len(by_split["train"]), val=len(by_split["val"]),
-        train_sources=len(manifest["sources"]["train"]), val_sources=len(manifest["sources"]["val"]),  # type: ignore[index]
+        train_sources=len(sources["train"]), val_sources=len(sources["val"]),
         linked=placed["linked"], copied=placed["copied"], files=sorted(OUTPUTS[fmt]), warnings=warnings)

@@ -62,15 +62,21 @@ def affinity(n: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64],
     if not sigma > 0:
         raise InputError(f"the kernel width sigma must be positive, got {sigma}")
     keep = rows != cols
-    rows, cols = np.asarray(rows)[keep].astype(np.int64), np.asarray(cols)[keep].astype(np.int64)
+    r = np.asarray(rows)[keep].astype(np.int64)
+    c = np.asarray(cols)[keep].astype(np.int64)
     weights = np.exp(-np.square(d[keep] / sigma))
-    # A pair listed twice keeps its largest weight (tocsr would add them up).
-    key = rows * n + cols
-    order = np.lexsort((-weights, key))
-    first = order[np.r_[True, np.diff(key[order]) != 0]] if key.size else order
-    w = sp.coo_matrix((weights[first], (rows[first], cols[first])), shape=(n, n)).tocsr()
-    # The maximum with the transpose symmetrises: an edge in either direction connects the pair.
-    w = w.maximum(w.T).tocsr()
+    # Both directions of every edge, sorted by (row, col); a pair listed more than once (in either
+    # direction) keeps its largest weight: W = max(W, W^T) without building W^T. The sorted keys give
+    # the CSR arrays directly.
+    key = np.concatenate([r * n + c, c * n + r])
+    both = np.concatenate([weights, weights])
+    order = np.argsort(key, kind="stable")
+    key, both = key[order], both[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.empty(0, dtype=np.int64)
+    data = np.maximum.reduceat(both, starts) if key.size else both
+    unique = key[starts]
+    indptr = np.r_[0, np.cumsum(np.bincount(unique // n, minlength=n))]
+    w = sp.csr_matrix((data, unique % n, indptr), shape=(n, n))
     w.eliminate_zeros()
     return w, float(sigma)
 
@@ -80,8 +86,10 @@ def normalised(w: sp.csr_matrix) -> sp.csr_matrix:
     degree = np.asarray(w.sum(axis=1)).ravel()
     inv_sqrt = np.zeros_like(degree)
     np.divide(1.0, np.sqrt(degree), out=inv_sqrt, where=degree > 0)
-    scale = sp.diags(inv_sqrt)
-    return (scale @ w @ scale).tocsr()
+    # Scale the stored values in place of two sparse products: s_ij = w_ij / sqrt(d_i d_j).
+    row_of = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+    data = w.data * inv_sqrt[row_of] * inv_sqrt[w.indices]
+    return sp.csr_matrix((data, w.indices.copy(), w.indptr.copy()), shape=w.shape)
 
 
 def seed_vector(n: int, positives: npt.NDArray[np.int64], negatives: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
