@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search", "demo", "evaluate", "label", "discover",
+COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search", "demo", "evaluate", "label", "discover", "segments",
                                       "labelling")
 
 

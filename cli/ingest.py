@@ -99,6 +99,10 @@ def ingest(
     )
     with database(ctx) as db, progress:
         summary = run_ingest(db, paths, options, _ProgressObserver(progress))
+        if summary.frames:  # keep video segments current (only windows someone already built)
+            from sisyphus_db.temporal.segments import refresh_segments
+
+            refresh_segments(db, summary.model)
     if json_output:
         emit_json(summary.to_json())
     else:

@@ -35,8 +35,24 @@ def search(
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not store the run in search_runs.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
+    video: Annotated[Path | None, typer.Option("--video", help="Query video clip: the videos and time ranges "
+                                               "most like it (segments, then frame alignment).")] = None,
+    segment: Annotated[str | None, typer.Option("--segment", help="Query with a stored video's range, "
+                                                "SOURCE_ID:START-END in seconds.")] = None,
+    window: Annotated[float | None, typer.Option("--window", help="--video/--segment: segment window to "
+                                                 "search (default: the most stored one).")] = None,
+    video_fps: Annotated[float, typer.Option("--video-fps", help="--video: frames per second decoded from the "
+                                             "query clip.")] = 2.0,
 ) -> None:
-    """Find the frames nearest to a query image, frame, vector or class name; results are stored for SQL."""
+    """Find the frames nearest to a query image, frame, vector or class name; results are stored for SQL.
+
+    With --video or --segment: the videos and time ranges most like a clip.
+    """
+    if video is not None or segment is not None:  # video-to-video search (sisyphus_db.temporal)
+        from sisyphus_db.cli.segments import render_video_search
+
+        return render_video_search(ctx, video=video, segment=segment, model=model, k=k, window=window,
+                                   fps=video_fps, device=device, save=save, no_save=no_save, json_output=json_output)
     from sisyphus_db.search.engine import SearchRequest, search as run_search, validate_request
     from sisyphus_db.search.indexing import resolve_model
     from sisyphus_db.search.queries import build_query

@@ -68,7 +68,7 @@ def updated_refine(db: Database, model: StoredModel, record: IndexRecord, new_id
                                      for start in range(0, kept_rows.size, step)]
     if new_ids.size:
         blocks.append((int(kept_rows.size), new_vectors))
-    return _write_lazy(stem, np.concatenate([kept_ids, new_ids]), blocks, model.dim)
+    return _write_lazy(stem, np.concatenate([kept_ids, new_ids]), blocks, model.dim * table.dim_factor)
 
 
 def _write_lazy(stem: Path, ids: npt.NDArray[np.int64], blocks: list[tuple[int, Any]], dim: int) -> RefineFiles:

@@ -27,12 +27,16 @@ class VectorTable:
     kind: str
     table: str
     id_column: str
+    # The table's vectors have dim_factor x the model's dim (segments: mean and max concatenated);
+    # functions here take the model's dim and scale it.
+    dim_factor: int = 1
 
 
 FRAMES = VectorTable("frames", "embeddings", "frame_id")
 REGIONS = VectorTable("regions", "regions", "id")
-# Other capabilities add theirs (e.g. segments) with register_vector_table.
-VECTOR_TABLES: dict[str, VectorTable] = {FRAMES.kind: FRAMES, REGIONS.kind: REGIONS}
+SEGMENTS = VectorTable("segments", "segments", "id", dim_factor=2)  # sisyphus_db.temporal
+# Other capabilities add theirs with register_vector_table.
+VECTOR_TABLES: dict[str, VectorTable] = {FRAMES.kind: FRAMES, REGIONS.kind: REGIONS, SEGMENTS.kind: SEGMENTS}
 
 
 def register_vector_table(table: VectorTable) -> VectorTable:
@@ -121,7 +125,7 @@ def model_vectors(
     with db.copy_connection() as conn:
         select = (f"SELECT {table.id_column}, vec FROM {table.table} WHERE model_id = {int(model_id)} "
                   f"AND {table.id_column} > {int(above_id)} ORDER BY {table.id_column}")
-        return _copy_out_vectors(conn, select, dim, progress=progress)
+        return _copy_out_vectors(conn, select, dim * table.dim_factor, progress=progress)
 
 
 def vectors_by_id(db: Database, model_id: int, dim: int, frame_ids: Sequence[int] | npt.NDArray[np.int64],
@@ -129,6 +133,7 @@ def vectors_by_id(db: Database, model_id: int, dim: int, frame_ids: Sequence[int
     """The vectors of these ids under a model, by ascending id; ids that are gone are left out."""
     wanted = np.unique(np.asarray(frame_ids, dtype=np.int64))
     wanted = wanted[wanted >= 0]
+    dim = dim * table.dim_factor
     if wanted.size == 0:
         return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
     with db.copy_connection() as conn:
