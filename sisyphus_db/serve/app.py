@@ -23,14 +23,20 @@ from sisyphus_db.serve.uploads import BodyLimitMiddleware
 logger = logging.getLogger(__name__)
 
 
-def _server_engine(db: Database, threads: int) -> None:
-    """A connection pool as large as the thread pool, so concurrent searches never queue for one."""
-    if db.bound is not None:
-        return
-    old = db.engine
-    db.engine = sa.create_engine(sqlalchemy_url(db.url), pool_pre_ping=True, pool_size=threads + 2,
-                                 max_overflow=threads)
-    old.dispose()
+def _server_engine(db: Database, threads: int, *, durable: bool) -> Database:
+    """A Database on its own pool for the server, as large as the thread pool so searches never queue.
+
+    No pre-ping (a round trip per transaction, several per search): a connection lost
+    when PostgreSQL restarts fails one request with a 503 and the pool reconnects.
+    `durable=False`: commits do not wait for the WAL flush (synchronous_commit off). The
+    search runs stored on every search use it: a PostgreSQL crash can lose the last
+    fraction of a second of them, never corrupt anything. Labels, which are people's
+    work, go through a durable pool.
+    """
+    options = {} if durable else {"options": "-c synchronous_commit=off"}
+    engine = sa.create_engine(sqlalchemy_url(db.url), pool_pre_ping=False, pool_size=threads + 2,
+                              max_overflow=threads, connect_args=options)
+    return Database(url=db.url, engine=engine, settings=db.settings, embedded=db.embedded)
 
 
 def create_app(config: ServeConfig, *, db: Database | None = None) -> FastAPI:
@@ -52,19 +58,25 @@ def create_app(config: ServeConfig, *, db: Database | None = None) -> FastAPI:
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = config.threads
         owned = db is None
-        database = await run_in_threadpool(open_database, config.settings) if owned else db
-        assert database is not None
-        if owned:
-            _server_engine(database, config.threads)
-        state = ServerState(config, database)
+        opened = await run_in_threadpool(open_database, config.settings) if owned else db
+        assert opened is not None
+        if opened.bound is None:  # tests may hand in a connection-bound database: use it as it is
+            fast = _server_engine(opened, config.threads, durable=False)
+            durable = _server_engine(opened, max(2, config.threads // 2), durable=True)
+        else:
+            fast = durable = opened
+        state = ServerState(config, fast, durable)
         app.state.server = state
         if config.preload:
             await run_in_threadpool(state.preload)
         try:
             yield
         finally:
+            for database in {id(d): d for d in (fast, durable)}.values():
+                if database is not opened:
+                    database.dispose()
             if owned:
-                database.dispose()
+                opened.dispose()
 
     app = FastAPI(title="sisyphus-db", version=__version__, lifespan=lifespan,
                   description="Search key frames by image, frame, vector or class name; browse sources and runs; "

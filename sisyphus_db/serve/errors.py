@@ -11,10 +11,12 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from sqlalchemy import exc as sa_exc
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sisyphus_db.db.database import first_line
 from sisyphus_db.errors import (
     AnnIndexError,
     ConfigError,
@@ -103,6 +105,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(sa_exc.OperationalError)
+    async def database_gone(request: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        # e.g. PostgreSQL restarted: the pool drops its connections and the next request reconnects.
+        logger.warning("database error on %s %s: %s", request.method, request.url.path, first_line(exc))
+        return error_response(503, f"the database is unavailable: {first_line(exc)}")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

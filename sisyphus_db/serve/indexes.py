@@ -34,6 +34,7 @@ NEWER_COUNT_CAP = 100_000  # "more than this many frames are not indexed" is eno
 class LoadedIndex:
     record: IndexRecord
     index: Any
+    store: Any  # the index's refine store (float16 vectors by frame id), None for older indexes
     newer: int  # frames with a vector above the watermark: not searched until `index update`
     loaded_at: float
 
@@ -50,9 +51,15 @@ def _identity(path: Path) -> tuple[int, int, int]:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def load_verified(record: IndexRecord) -> Any:
-    """The file of a registry row, only if it is exactly the registered file."""
+def load_verified(record: IndexRecord) -> tuple[Any, Any]:
+    """The index file of a registry row, only if it is exactly the registered file, and its refine store.
+
+    Both are memory-mapped: a file replaced or deleted later (the next generation) stays
+    valid in this mapping, so a search that holds them finishes on them.
+    """
     from sisyphus_db.ann.files import file_sha256, read_index
+    from sisyphus_db.ann.refine import open_refine
+    from sisyphus_db.search.refine_sidecar import refine_files
 
     path = Path(str(record.path))
     try:
@@ -62,7 +69,9 @@ def load_verified(record: IndexRecord) -> Any:
         raise AnnIndexError(f"index file {path} does not exist: rebuild with `sisyphus index build`") from None
     if digest != str(record.sha256).lower():
         raise AnnIndexError(f"index file {path} does not match its registry checksum (yet)")
-    index = read_index(path)
+    index = read_index(path, mmap=True)
+    files = refine_files(record)
+    store = open_refine(files) if files is not None else None  # checks the ids file's checksum
     try:
         after = _identity(path)
     except OSError:
@@ -70,7 +79,7 @@ def load_verified(record: IndexRecord) -> Any:
     if after != before:
         # Replaced between hashing and reading: what was read may be the newer file.
         raise AnnIndexError(f"index file {path} was replaced while it was read")
-    return index
+    return index, store
 
 
 class IndexCache:
@@ -115,11 +124,11 @@ class IndexCache:
                                 "run `sisyphus index build`")
         newer = self._newer(model, record.watermark)
         if slot is not None and slot.record.sha256 == record.sha256 and slot.record.path == record.path:
-            fresh = LoadedIndex(record, slot.index, newer, slot.loaded_at)
+            fresh = LoadedIndex(record, slot.index, slot.store, newer, slot.loaded_at)
         else:
             try:
                 started = time.perf_counter()
-                index = load_verified(record)
+                index, store = load_verified(record)
             except AnnIndexError as exc:
                 if slot is None:
                     raise
@@ -130,7 +139,7 @@ class IndexCache:
                 return slot
             logger.info("loaded the faiss index of %s (%d vectors, sha256 %s) in %.2f s", model.name,
                         index.ntotal, str(record.sha256)[:12], time.perf_counter() - started)
-            fresh = LoadedIndex(record, index, newer, time.time())
+            fresh = LoadedIndex(record, index, store, newer, time.time())
         self._slots[model.id] = fresh  # one reference assignment: searches in flight keep the old object
         self._checked[model.id] = time.monotonic()
         return fresh

@@ -47,9 +47,10 @@ class ServeConfig:
 
 
 class ServerState:
-    def __init__(self, config: ServeConfig, db: Database) -> None:
+    def __init__(self, config: ServeConfig, db: Database, durable_db: Database | None = None) -> None:
         self.config = config
-        self.db = db
+        self.db = db  # searches and the runs they store (commits need not wait for the disk)
+        self.durable_db = durable_db or db  # labels: every commit is on disk before the answer
         self.indexes = IndexCache(db, config.registry_ttl_s)
         self.embed_lock = threading.Lock()  # one forward pass at a time: it already uses every core
         self._models: list[StoredModel] = []

@@ -42,7 +42,7 @@ def _existing_label(state: ServerState, name: str) -> str:
 @router.post("", responses=ERRORS)
 def post_labels(body: LabelBody, state: ServerState = Depends(server), who: str = Depends(user)) -> dict[str, Any]:
     """Label frames positive or negative (again: the row is updated); unknown frames or runs change nothing."""
-    change = add_labels(state.db, body.name, body.frame_ids, positive=body.positive, run_id=body.run_id,
+    change = add_labels(state.durable_db, body.name, body.frame_ids, positive=body.positive, run_id=body.run_id,
                         rule=None if body.run_id is not None else API_RULE, created_by=who)
     return {**change.to_json(), "positive": body.positive, "created_by": who}
 
@@ -68,7 +68,7 @@ def delete_label(name: str, frame_id: int, state: ServerState = Depends(server))
     """Take the label off one frame."""
     label = _existing_label(state, name)
     try:
-        removed = remove_labels(state.db, label, [frame_id])
+        removed = remove_labels(state.durable_db, label, [frame_id])
     except LabelError as exc:
         raise NotFoundError(str(exc)) from None
     return {"label": label, "frame_id": frame_id, "removed": removed}

@@ -21,6 +21,7 @@ from sisyphus_db.search.engine import BACKENDS, SearchRequest, search, validate_
 from sisyphus_db.search.queries import Query, query_from_class, query_from_frame, query_from_rgb
 from sisyphus_db.serve.deps import server
 from sisyphus_db.serve.filters import compile_filters, parse_filters_json
+from sisyphus_db.serve.indexes import LoadedIndex
 from sisyphus_db.serve.results import result_rows
 from sisyphus_db.serve.schemas import ErrorResponse, SearchBody, SearchResponse
 from sisyphus_db.serve.state import ServerState
@@ -33,12 +34,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for co
 
 def run_search(state: ServerState, model: StoredModel, query: Query, *, started: float, k: int,
                filters: Sequence[Any], per_source: int | None, backend: str, nprobe: int | None = None,
-               save: bool = True, name: str | None = None, extra: Sequence[str] = ()) -> dict[str, Any]:
+               save: bool = True, name: str | None = None, extra: Sequence[str] = (),
+               loaded: LoadedIndex | None = None) -> dict[str, Any]:
     """One search through the planner, answered as the API's SearchResponse."""
     request = SearchRequest(k=k, backend=backend, where=compile_filters(filters, extra=extra), nprobe=nprobe,
                             per_source=per_source, save=save, name=name)
     validate_request(request)
-    loaded = state.index(model) if backend == "faiss" else None
+    if loaded is None and backend == "faiss":
+        loaded = state.index(model)
     if loaded is not None and nprobe is not None:
         from sisyphus_db.ann.params import check_nprobe
 
@@ -65,6 +68,17 @@ def _vector_query(values: list[float], model: StoredModel) -> Query:
     return Query((vector / norm).astype(np.float32), {"kind": "vector", "source": "api"})
 
 
+def _frame_query(state: ServerState, model: StoredModel, frame_id: int, loaded: LoadedIndex | None) -> Query:
+    """A stored frame's vector: from the index's refine store in memory when it holds the frame
+    (the same float16 values as the table's halfvec), else from PostgreSQL."""
+    if loaded is not None and loaded.store is not None:
+        ids, vectors = loaded.store.vectors_of([frame_id])
+        if ids.size:
+            vector = vectors[0] / max(float(np.linalg.norm(vectors[0])), 1e-12)
+            return Query(vector.astype(np.float32), {"kind": "frame", "frame_id": frame_id}, frame_id=frame_id)
+    return query_from_frame(state.db, frame_id, model)
+
+
 def _source_of(state: ServerState, frame_id: int) -> int:
     with state.db.transaction() as conn:
         source_id = conn.execute(sa.text("SELECT source_id FROM frames WHERE id = :f"), {"f": frame_id}).scalar()
@@ -84,12 +98,13 @@ def search_json(body: SearchBody, state: ServerState = Depends(server)) -> dict[
     if body.exclude_source_of_query and body.frame_id is None:
         raise InputError("exclude_source_of_query needs a frame_id query")
     model = state.model(body.model)
+    loaded = state.index(model) if body.backend == "faiss" else None
     extra: list[str] = []
     if body.frame_id is not None:
         if body.exclude_source_of_query:
             # An integer read from the database, not user text.
             extra.append(f"frames.source_id <> {_source_of(state, body.frame_id):d}")
-        query = query_from_frame(state.db, body.frame_id, model)
+        query = _frame_query(state, model, body.frame_id, loaded)
     elif body.vector is not None:
         query = _vector_query(body.vector, model)
     else:
@@ -97,7 +112,7 @@ def search_json(body: SearchBody, state: ServerState = Depends(server)) -> dict[
         query = query_from_class(body.text, model)
     return run_search(state, model, query, started=started, k=body.k, filters=body.filters,
                       per_source=body.per_source, backend=body.backend, nprobe=body.nprobe, save=body.save,
-                      name=body.name, extra=extra)
+                      name=body.name, extra=extra, loaded=loaded)
 
 
 def _optional_int(name: str, text: str | None, default: int | None) -> int | None:
