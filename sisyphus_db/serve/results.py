@@ -29,7 +29,8 @@ def result_rows(db: Database, hits: Sequence[SearchHit], scores: Iterable[float 
     for hit, score in zip(hits, scores if scores is not None else [None] * len(hits), strict=True):
         rows.append({
             "rank": hit.rank, "frame_id": hit.frame_id, "distance": hit.distance, "path": hit.path,
-            "source_id": hit.source_id, "source_uri": hit.source_uri, "pts_seconds": hit.pts_seconds,
+            "source_id": hit.source_id, "source_uri": hit.source_uri, "source_kind": hit.source_kind,
+            "pts_seconds": hit.pts_seconds,
             "frame_index": hit.frame_index, "width": hit.width, "height": hit.height,
             "thumbnail_url": thumbnail_url(hit.frame_id), "image_url": image_url(hit.frame_id),
             "labels": labels.get(hit.frame_id, []), "score": score,

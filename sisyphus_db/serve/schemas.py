@@ -69,6 +69,7 @@ class ResultItem(BaseModel):
     path: str
     source_id: int
     source_uri: str
+    source_kind: str | None = Field(default=None, description="video, image or folder (the page shows times for videos)")
     pts_seconds: float
     frame_index: int
     width: int

@@ -27,7 +27,9 @@ export function renderChips(card, labels, current) {
 
 export function card(hit, index, { current, runId }) {
   const distance = typeof hit.distance === "number" ? hit.distance.toFixed(3) : "";
-  const where = `${baseName(hit.source_uri)} ${formatTime(hit.pts_seconds)}`.trim();
+  // A time means something in a video; an image's frame is shown by its source alone.
+  const time = hit.source_kind && hit.source_kind !== "video" ? "" : formatTime(hit.pts_seconds);
+  const where = `${baseName(hit.source_uri)} ${time}`.trim();
   const thumb = hit.thumbnail_url ? withToken(hit.thumbnail_url) : frameThumbUrl(hit.frame_id);
   const w = hit.width || 4, h = hit.height || 3;
   const node = el("li", {
@@ -45,10 +47,11 @@ export function card(hit, index, { current, runId }) {
   el("div", { class: "meta" },
     el("a", { class: "src", href: sourceLink(hit, { run_id: runId, label: current }), title: hit.source_uri || "",
               tabindex: "-1", text: baseName(hit.source_uri) || `source ${hit.source_id}` }),
-    el("span", { class: "time", text: formatTime(hit.pts_seconds) })),
+    el("span", { class: "time", text: time })),
   el("ul", { class: "chips", "aria-label": "labels" }),
   el("div", { class: "actions" },
-    el("button", { type: "button", class: "act-search", tabindex: "-1", "data-action": "search", title: "search from this frame (s)", text: "Search from this" }),
+    el("button", { type: "button", class: "act-search", tabindex: "-1", "data-action": "search", title: "search from this frame (s)" },
+      "Search", el("span", { class: "visually-hidden", text: " from this frame" })),
     el("button", { type: "button", class: "act-pos pos", tabindex: "-1", "data-action": "pos", title: "positive (p)", "aria-label": "mark positive", text: "+" }),
     el("button", { type: "button", class: "act-neg neg", tabindex: "-1", "data-action": "neg", title: "negative (n)", "aria-label": "mark negative", text: "\u2212" }),
     el("button", { type: "button", class: "act-select", tabindex: "-1", "data-action": "select", "aria-pressed": "false", title: "select (x)", "aria-label": "select", text: "\u2610" })));

@@ -131,6 +131,8 @@ function show(data, describe) {
   state.anchor = -1;
   state.selected.clear();
   state.lastQuery = describe;
+  generation += 1;
+  rendering = null;
   grid.replaceChildren();
   $("empty").hidden = state.total > 0;
   $("empty").textContent = state.total ? "" : "No results: nothing matched the query and its filters.";
@@ -153,30 +155,38 @@ function show(data, describe) {
 
 // ---- pages of cards ------------------------------------------------------------------------
 
+// One page render at a time; a new result set (generation) drops a render still waiting for the old one.
 let rendering = null;
+let generation = 0;
 function renderMore() {
-  rendering ||= (async () => {
-    try {
-      const want = state.rendered + PAGE;
-      if (state.fetchPage && state.results.length < Math.min(want, state.total)) {
-        const more = await state.fetchPage(state.results.length, Math.max(PAGE * 2, want - state.results.length));
-        state.results.push(...more);
-        if (!more.length) state.total = state.results.length;
-      }
-      const end = Math.min(want, state.results.length);
-      const fragment = document.createDocumentFragment();
-      const ctx = { current: currentLabel(), runId: state.runId };
-      for (let i = state.rendered; i < end; i += 1) fragment.append(card(state.results[i], i, ctx));
-      grid.append(fragment);
-      state.rendered = end;
-    } catch (err) {
-      status(err instanceof ApiError ? err.message : String(err), "error");
-    } finally {
-      rendering = null;
+  if (!rendering) {
+    const promise = renderPage(generation).finally(() => {
+      if (rendering === promise) rendering = null;
       updateMore();
-    }
-  })();
+    });
+    rendering = promise;
+  }
   return rendering;
+}
+
+async function renderPage(gen) {
+  try {
+    const want = state.rendered + PAGE;
+    if (state.fetchPage && state.results.length < Math.min(want, state.total)) {
+      const more = await state.fetchPage(state.results.length, Math.max(PAGE * 2, want - state.results.length));
+      if (gen !== generation) return;
+      state.results.push(...more);
+      if (!more.length) state.total = state.results.length;
+    }
+    const end = Math.min(want, state.results.length);
+    const fragment = document.createDocumentFragment();
+    const ctx = { current: currentLabel(), runId: state.runId };
+    for (let i = state.rendered; i < end; i += 1) fragment.append(card(state.results[i], i, ctx));
+    grid.append(fragment);
+    state.rendered = end;
+  } catch (err) {
+    if (gen === generation) status(err instanceof ApiError ? err.message : String(err), "error");
+  }
 }
 
 function updateMore() {
@@ -431,7 +441,13 @@ document.addEventListener("paste", (event) => {
   const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
   if (file) searchImage(file);
 });
-$("load-more").addEventListener("click", () => renderMore());
+// Focus moves to the first new card: the button keeps no focus to anchor the scroll on,
+// which would follow it down and pull in page after page.
+$("load-more").addEventListener("click", async () => {
+  const first = state.rendered;
+  await renderMore();
+  if (state.rendered > first) moveFocus(first);
+});
 $("mark-positive").addEventListener("click", () => mark(true));
 $("mark-negative").addEventListener("click", () => mark(false));
 $("unmark").addEventListener("click", () => unmark());

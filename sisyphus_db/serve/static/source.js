@@ -32,11 +32,7 @@ async function loadFrames() {
 
 async function loadSourceFacts() {
   if (state.source) return;
-  // The frames endpoint may not carry the source: look it up in the source list.
-  try {
-    const sources = listOf(await api("/api/sources?limit=1000"), "sources");
-    state.source = sources.find((s) => Number(s.id ?? s.source_id) === sourceId) || null;
-  } catch { state.source = null; }
+  try { state.source = await api(`/api/sources/${sourceId}`); } catch { state.source = null; }
 }
 
 function addMark(frameId, kind, title) {
@@ -168,7 +164,11 @@ function renderMore() {
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting) && state.rendered < state.frames.length) renderMore();
 }, { rootMargin: "400px" }).observe($("sentinel"));
-$("load-more").addEventListener("click", renderMore);
+$("load-more").addEventListener("click", () => {
+  const first = state.rendered;
+  renderMore();
+  $("strip").children[first]?.querySelector("button").focus();
+});
 
 // ---- picking and playing ---------------------------------------------------------------------
 
