@@ -77,5 +77,60 @@ def render_video_search(ctx: typer.Context, *, video: Path | None, segment: str 
     stdout_console().print(table)
 
 
+def videocopy(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Videos and folders of videos (they are ingested).")],
+    transformations: Annotated[str | None, typer.Option("--transformations", help="Comma-separated, default all: "
+                                                        "reencode, resize, crop, colour, speed, excerpt, insert.")] = None,
+    window: Annotated[float, typer.Option("--window", help="Segment window in seconds (excerpts are at least "
+                                          "this long).")] = 3.0,
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second ingested and decoded from queries.")] = 2.0,
+    model: Annotated[str, typer.Option("--model", help="Embedding model.")] = "efficientnet-lite0",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the excerpts and insertions.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """Video copy detection with localisation: r@1, mAP and temporal IoU per transformation and method.
+
+    The videos are ingested; each is copied with every transformation (low-bitrate re-encode,
+    half size, crop, colour shift, 1.25x speed, 3-6 s excerpt, excerpt inside generated
+    footage) and each copy queries the corpus by frame voting, segments, and segments +
+    alignment (`search --video`). Stored in eval_runs (kind videocopy) / eval_metrics.
+    """
+    from sisyphus_db.cli.context import settings
+    from sisyphus_db.cli.progress import StageProgress, progress_bars
+    from sisyphus_db.devices import resolve_torch_device
+    from sisyphus_db.evaluate.videocopy import VideoCopyOptions, run_videocopy
+    from sisyphus_db.temporal.transforms import TRANSFORMATIONS
+    from sisyphus_db.temporal.windows import check_window
+
+    check_window(window, None)
+    names = tuple(n.strip() for n in transformations.split(",") if n.strip()) if transformations else TRANSFORMATIONS
+    options = VideoCopyOptions(model=model, device=resolve_torch_device(device), fps=fps, window=window,
+                               transformations=names, seed=seed)
+    settings(ctx).ensure_home()
+    with database(ctx) as db:
+        with progress_bars() as progress:
+            stages = StageProgress(progress)
+            report = run_videocopy(db, paths, options, stages, stages)
+    document = report.to_json()
+    if json_output:
+        emit_json(document)
+        return
+    out = stdout_console()
+    out.print(f"{report.videos} videos, {report.queries} transformed copies; {report.model}; "
+              f"stored as eval run {report.run_id}", soft_wrap=True)
+    for method, per in document["results"].items():
+        table = Table("transformation", "r@1", "mAP", "tIoU", "queries",
+                      title=f"{method} ({document['query_ms'][method]:.0f} ms a query)")
+        for name, values in per.items():
+            table.add_row(name, *(f"{values[key]:.3f}" if values[key] is not None else "-"
+                                  for key in ("r@1", "map", "tiou")), str(values["queries"]))
+        out.print(table)
+
+
 def register(root: typer.Typer) -> None:
+    from sisyphus_db.cli import evaluate
+
     root.add_typer(app, name="segments")
+    evaluate.app.command("videocopy")(videocopy)
