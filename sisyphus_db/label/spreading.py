@@ -70,7 +70,7 @@ def affinity(n: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64],
     # the CSR arrays directly.
     key = np.concatenate([r * n + c, c * n + r])
     both = np.concatenate([weights, weights])
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)  # ties need no order: their maximum is taken
     key, both = key[order], both[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.empty(0, dtype=np.int64)
     data = np.maximum.reduceat(both, starts) if key.size else both
