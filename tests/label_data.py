@@ -29,7 +29,8 @@ class PlantedCorpus:
     source_ids: list[int]
 
 
-def _around(centre: npt.NDArray[np.float32], n: int, spread: float, rng: np.random.Generator) -> npt.NDArray[np.float32]:
+def _around(centre: npt.NDArray[np.float32], n: int, spread: float,
+            rng: np.random.Generator) -> npt.NDArray[np.float32]:
     d = centre.shape[0]
     points = centre + rng.standard_normal((n, d)).astype(np.float32) * np.float32(spread / np.sqrt(d))
     return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)

@@ -108,10 +108,12 @@ def discover(db: Database, model: StoredModel | str | None, name: str, *, k: int
     _, negatives = vectors_by_id(db, model.id, model.dim, negative_ids)
     record = loaded[0] if loaded is not None else find_index(db, model.id, "faiss")
     backend = "faiss" if record is not None and record.state == "ready" else "exact"
-    round_ = _Round(db, model, backend, where, loaded if backend == "faiss" else None, labelled=set(positive_ids) | set(negative_ids),
+    round_ = _Round(db, model, backend, where, loaded if backend == "faiss" else None,
+                    labelled=set(positive_ids) | set(negative_ids),
                     positives=positives, negatives=negatives)
     rank_method = _METHODS[chosen]
-    depth = min(MAX_K, FIRST_DEPTH_MAX, 2 * k + len(round_.labelled))
+    # Deep enough for k once the labelled frames near the query are dropped; a shortfall digs deeper.
+    depth = min(MAX_K, max(2 * k, min(FIRST_DEPTH_MAX, 2 * k + len(round_.labelled))))
     while True:
         round_.exhausted = True  # set back to False by any search that could still give more
         ranked = _cap_per_source(rank_method(round_, depth, k), round_.hits, per_source, k)
