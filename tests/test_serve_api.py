@@ -623,3 +623,28 @@ def test_serve_refuses_a_token_file_others_can_read(cli: Any, tmp_path: Path) ->
     result = cli("serve", "--host", "0.0.0.0", "--token-file", str(token_file))
     assert result.exit_code != 0 and "chmod 600" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_streamed_upload_is_cut_off_at_the_limit(world: World) -> None:
+    app = create_app(ServeConfig(Settings(home=world.home, database_url=world.url), model=MODEL, max_upload_mb=0.5,
+                                 preload=False))
+    boundary = "sisyphus-test-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield head
+        for _ in range(40):
+            yield b"\0" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    before = _counts(world.db)
+    with TestClient(app) as client:
+        response = client.post("/api/search/image", content=chunks(),
+                               headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        _error(response, 413, "0.5 MB")
+        # Just under the limit, the file itself is still checked against it.
+        small = world.images["berlin"][0].read_bytes()
+        assert client.post("/api/search/image", files={"file": ("q.jpg", small, "image/jpeg")},
+                           data={"k": "2"}).status_code == 200
+    assert _counts(world.db)[2:] == before[2:]
