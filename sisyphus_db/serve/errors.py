@@ -11,9 +11,9 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from sqlalchemy import exc as sa_exc
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sisyphus_db.db.database import first_line

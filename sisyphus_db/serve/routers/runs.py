@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends
 
-from sisyphus_db.search.runs import frame_details, SearchHit
+from sisyphus_db.search.runs import SearchHit, frame_details
 from sisyphus_db.serve.deps import page_bounds, server
 from sisyphus_db.serve.errors import NotFoundError
 from sisyphus_db.serve.results import result_rows
