@@ -64,13 +64,22 @@ def dedup(
     = None,
     model: ModelOption = None,
     method: Annotated[str, typer.Option("--method", help="How near-duplicates are found: embedding (pairs from "
-                                        "the stored k-NN graph).")] = "embedding",
+                                        "the stored k-NN graph) or phash (perceptual hashes: `sisyphus hashes "
+                                        "build`).")] = "embedding",
+    max_distance: Annotated[int | None, typer.Option("--max-distance", help="--method phash: frames whose pHashes "
+                                                     "differ in at most D of 64 bits (default 6).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Group near-duplicate frames (connected components of close pairs), one representative per group."""
     from sisyphus_db.label.dedup import find_duplicates
     from sisyphus_db.search.indexing import resolve_model
 
+    if max_distance is not None:
+        if method != "phash":
+            from sisyphus_db.errors import InputError
+
+            raise InputError("--max-distance applies to --method phash (embedding uses --threshold)")
+        threshold = float(max_distance)
     with database(ctx) as db:
         report = find_duplicates(db, resolve_model(db, model), threshold=threshold, method=method)
     if json_output:
@@ -81,6 +90,9 @@ def dedup(
                f"{report.within_video_groups} stay within one; keeping one representative per group "
                f"({report.representative_rule}) drops {report.droppable_frames} frames. "
                "Rows are in duplicate_groups (view duplicate_group_sizes).")
+    if report.exact_duplicates is not None:
+        typer.echo(f"exact duplicates (same sha256): {report.exact_duplicates['exact_duplicate_frames']} frames in "
+                   f"{report.exact_duplicates['exact_duplicate_groups']} groups")
     if report.largest:
         table = Table("group", "size", "sources", "max distance", "representative", title="largest groups")
         for group in report.largest:

@@ -193,7 +193,7 @@ def test_dedup_groups_planted_duplicates_across_and_within_videos(database: Data
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"threshold": 0.0}, "--threshold is a cosine distance in (0, 2], got 0.0"),
     ({"threshold": -1.0}, "--threshold is a cosine distance in (0, 2], got -1.0"),
-    ({"method": "phash"}, "unknown dedup method 'phash': expected one of embedding"),
+    ({"method": "pixels"}, "unknown dedup method 'pixels': expected one of embedding, phash"),
 ])
 def test_dedup_refuses_bad_input_and_changes_nothing(database: Database, kwargs: dict, message: str) -> None:
     world = _planted_duplicates(database)
@@ -202,7 +202,7 @@ def test_dedup_refuses_bad_input_and_changes_nothing(database: Database, kwargs:
         find_duplicates(database, world.model, **kwargs)
     assert message in str(caught.value)
     assert count_rows(database, "duplicate_groups") == 5
-    assert sorted(METHODS) == ["embedding"]
+    assert sorted(METHODS) == ["embedding", "phash"]
 
 
 def _clustered(database: Database) -> tuple[World, list[int]]:

@@ -78,6 +78,16 @@ class EmbeddingMethod:
 METHODS: dict[str, DedupMethod] = {"embedding": EmbeddingMethod()}
 
 
+def _add_hash_method() -> None:
+    # Perceptual hashes (sisyphus_db.temporal): `sisyphus dedup --method phash --max-distance D`.
+    from sisyphus_db.temporal.hash_dedup import PhashMethod
+
+    METHODS["phash"] = PhashMethod()
+
+
+_add_hash_method()
+
+
 @dataclass(frozen=True)
 class GroupSummary:
     group_id: int
@@ -103,6 +113,8 @@ class DedupReport:
     group_seconds: float
     write_seconds: float
     largest: list[GroupSummary] = field(default_factory=list)
+    # Byte-identical frames (same sha256), from methods that report them (phash).
+    exact_duplicates: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -143,7 +155,7 @@ def find_duplicates(db: Database, model: StoredModel, *, threshold: float | None
                        frames_in_groups=counts[1], cross_video_groups=counts[2], within_video_groups=counts[3],
                        droppable_frames=counts[1] - counts[0], representative_rule=REPRESENTATIVE_RULE,
                        read_seconds=read_seconds, group_seconds=group_seconds, write_seconds=write_seconds,
-                       largest=top)
+                       largest=top, exact_duplicates=chosen.extra(db, model) if hasattr(chosen, "extra") else None)
 
 
 def _store(db: Database, model: StoredModel, groups: Groups, distances: npt.NDArray[np.float32],
