@@ -15,6 +15,7 @@ import shutil
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -427,3 +428,63 @@ def _card_count(page: Any) -> int:
 
 def _at_least(page: Any, count: int) -> None:
     page.wait_for_function(f"() => document.querySelectorAll('#grid > .card').length >= {count}")
+
+
+# ---- drop an image; the token rule ------------------------------------------------------------------
+
+
+def test_dropping_an_image_on_the_page_searches_with_it(served: Served, page: Any) -> None:
+    page.goto(served.url + "/?k=5")
+    page.evaluate("""async (url) => {
+        const blob = await (await fetch(url)).blob();
+        const data = new DataTransfer();
+        data.items.add(new File([blob], "dropped.jpg", { type: "image/jpeg" }));
+        document.querySelector("main").dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+    }""", f"/api/frames/{served.query_frame}/image")
+    sync_api.expect(page.locator("#summary-text")).to_contain_text("image dropped.jpg")
+    sync_api.expect(_cards(page)).to_have_count(5)
+    assert _card_frame_ids(page)[0] == served.query_frame
+
+
+def test_with_a_token_the_page_sends_it_on_every_request(served: Served, page: Any, tmp_path: Path) -> None:
+    from sisyphus_db.serve.app import create_app
+    from sisyphus_db.serve.auth import read_tokens
+    from sisyphus_db.serve.state import ServeConfig
+
+    token = "t0ken-for-the-review-page-test"
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"alice {token}\n")
+    token_file.chmod(0o600)
+    port = _free_port()
+    settings = served.db.settings
+    app = create_app(ServeConfig(settings=settings, host="127.0.0.1", port=port, tokens=read_tokens(token_file)),
+                     db=served.db)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "/", timeout=10)
+        assert refused.value.code == 401
+        frame = served.folder_frames[-1]
+        page.goto(f"{base}/?token={token}&frame={frame}&k=4&label=tokened")
+        cards = _cards(page)
+        sync_api.expect(cards).to_have_count(4)
+        page.wait_for_function("() => [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.keyboard.press("p")
+        sync_api.expect(cards.first).to_have_attribute("data-mark", "pos")
+        rows = _labels(served, "tokened")
+        assert rows == {frame: (True, "manual", "alice", rows[frame][3])}
+        # Links keep the token: the source page opens and loads its frames.
+        cards.first.locator(".meta .src").click()
+        page.wait_for_selector("body[data-ready=true]")
+        assert f"token={token}" in page.url
+        sync_api.expect(page.locator(".strip .frame")).to_have_count(len(served.folder_frames))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

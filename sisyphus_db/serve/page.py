@@ -41,7 +41,8 @@ def _template(name: str) -> str:
 def _render(request: Request, template: str) -> HTMLResponse:
     token = request.query_params.get("token")
     suffix = f"?token={quote(token, safe='')}" if token else ""
-    imports = {f"./{name}": f"/static/{name}{suffix}" for name in MODULES}
+    # Keys are the URLs the modules' own relative imports resolve to.
+    imports = {f"/static/{name}": f"/static/{name}{suffix}" for name in MODULES}
     # The import map is JSON inside <script>: escape "<" so a token can never close the tag.
     import_map = json.dumps({"imports": imports}).replace("<", "\\u003c")
     page = (_template(template)
