@@ -143,10 +143,14 @@ class Model(Base):
 
 
 class Embedding(Base):
-    """One frame's L2-normalised vector under one model, stored as halfvec."""
+    """One frame's L2-normalised vector under one model, stored as halfvec.
+
+    List-partitioned by model (migration 0005): a trigger on `models` creates the model's
+    partition `embeddings_m<id>` when the model is registered.
+    """
 
     __tablename__ = "embeddings"
-    __table_args__ = (Index(None, "model_id", "frame_id"),)
+    __table_args__ = (Index(None, "model_id", "frame_id"), {"postgresql_partition_by": "LIST (model_id)"})
 
     frame_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True

@@ -317,6 +317,11 @@ def forget_loaded(path: Path) -> None:
 
 # ---- pgvector HNSW -----------------------------------------------------------------------
 
+def embedding_partition(model_id: int) -> str:
+    """The partition of `embeddings` that holds one model's vectors (created with the model)."""
+    return f"embeddings_m{int(model_id)}"
+
+
 def hnsw_index_name(model: StoredModel) -> str:
     return f"embeddings_hnsw_model_{model.id}"
 
@@ -344,10 +349,14 @@ def build_pgvector_index(db: Database, model: StoredModel, *, target_recall: flo
             f"'maintenance_work_mem')), {HNSW_MIN_MAINTENANCE_WORK_MEM}) / 1024 || 'kB', true)")
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
         conn.exec_driver_sql(
-            f"CREATE INDEX {hnsw_index_name(model)} ON embeddings USING hnsw ({hnsw_expression(model)} "
-            f"halfvec_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
-            f"WHERE model_id = {model.id}"
+            # On the model's own partition (migration 0005): a query on `embeddings` for
+            # this model prunes to it and uses the index; other models are not touched.
+            f"CREATE INDEX {hnsw_index_name(model)} ON {embedding_partition(model.id)} USING hnsw "
+            f"({hnsw_expression(model)} halfvec_cosine_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
         )
+        # A new partition has no statistics yet; without them the planner prefers a scan.
+        conn.exec_driver_sql(f"ANALYZE {embedding_partition(model.id)}")
         watermark = int(conn.exec_driver_sql(
             f"SELECT coalesce(max(frame_id), 0) FROM embeddings WHERE model_id = {model.id}").scalar_one())
     build_seconds = time.perf_counter() - started
