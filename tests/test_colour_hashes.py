@@ -108,3 +108,83 @@ def test_hashes_build_search_and_dedup_by_phash(cli: CliRunner, fresh_database_u
     assert too_far.exit_code == 1 and "--max-distance is a number of differing bits in 0..64, got 65" in too_far.stderr
     gone = cli("--database-url", url, "search", "--method", "phash", "--frame", "999999")
     assert gone.exit_code == 1 and gone.stderr == "Error: frame 999999 does not exist\n"
+
+
+# ---- colour palettes -----------------------------------------------------------------------------
+
+
+def _lab_of(rgb: np.ndarray) -> np.ndarray:
+    from sisyphus_db.embed.colour import rgb_to_lab
+
+    return rgb_to_lab(rgb.astype(np.float64) / 255.0)
+
+
+def test_palette_of_a_solid_frame_is_one_colour() -> None:
+    from sisyphus_db.embed.colour import DIM, dominant_colours, palette_vector
+
+    red = np.zeros((32, 32, 3), dtype=np.uint8)
+    red[..., 0] = 220
+    colours, shares = dominant_colours(_lab_of(red))
+    assert colours.shape == (1, 3) and shares.tolist() == [1.0]
+    np.testing.assert_allclose(colours[0], _lab_of(red)[0, 0], atol=0.5)
+    vector = palette_vector(colours, shares)
+    assert vector.shape == (DIM,) and np.count_nonzero(vector[4:]) == 0 and vector[3] == 1.0
+
+
+def test_palette_of_a_two_colour_frame_is_sorted_by_share() -> None:
+    from sisyphus_db.embed.colour import dominant_colours
+
+    frame = np.zeros((32, 32, 3), dtype=np.uint8)
+    frame[:, :24] = (30, 60, 200)   # blue: 75 %
+    frame[:, 24:] = (240, 240, 240)  # white: 25 %
+    colours, shares = dominant_colours(_lab_of(frame))
+    np.testing.assert_allclose(shares, [0.75, 0.25])
+    np.testing.assert_allclose(colours[0], _lab_of(frame)[0, 0], atol=0.5)
+    np.testing.assert_allclose(colours[1], _lab_of(frame)[0, 31], atol=0.5)
+
+
+def test_colour_model_ranks_similar_colours_first() -> None:
+    from sisyphus_db.embed import load_embedder
+
+    embedder = load_embedder("colour", device="cpu")
+    assert embedder.spec.dim == 20 and embedder.spec.pooling == "none"
+
+    def frame(top: tuple[int, int, int], bottom: tuple[int, int, int], split: int) -> np.ndarray:
+        image = np.zeros((120, 160, 3), dtype=np.uint8)
+        image[:split], image[split:] = top, bottom
+        return image
+
+    night = frame((10, 10, 30), (40, 40, 40), 80)
+    night_copy = frame((12, 12, 36), (45, 42, 40), 70)
+    snow = frame((235, 240, 250), (200, 205, 215), 60)
+    dusk = frame((250, 140, 60), (90, 40, 80), 60)
+    vectors = embedder.embed_images([night, night_copy, snow, dusk])
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > 0.97
+    assert similarity[0, 1] > similarity[0, 2] + 0.1 and similarity[0, 1] > similarity[0, 3] + 0.1
+
+
+@pytest.mark.slow
+def test_colour_build_and_search_by_colour(cli: CliRunner, fresh_database_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    looks = {"night": (15, 15, 35), "snow": (235, 238, 245), "dusk": (240, 130, 60)}
+    for name, colour in looks.items():
+        for variant in range(3):
+            image = np.zeros((96, 128, 3), dtype=np.uint8)
+            image[:] = np.clip(np.array(colour) + 6 * variant, 0, 255)
+            image[60:, :] = np.clip(np.array(colour) * 0.6, 0, 255)  # a darker road
+            Image.fromarray(image).save(folder / f"{name}-{variant}.png")
+    url = fresh_database_url
+    assert cli("--database-url", url, "ingest", str(folder), "--json").exit_code == 0
+    built = cli("--database-url", url, "colour", "build", "--json")
+    assert built.exit_code == 0, built.stderr
+    assert json.loads(built.stdout)["added"] == 9
+    assert json.loads(cli("--database-url", url, "colour", "build", "--json").stdout)["added"] == 0
+    found = cli("--database-url", url, "search", "--model", "colour", "--image", str(folder / "snow-0.png"),
+                "--backend", "exact", "--k", "3", "--json", "--no-save")
+    assert found.exit_code == 0, found.stderr
+    names = sorted(Path(r["path"]).name for r in json.loads(found.stdout)["results"])
+    assert names == ["snow-0.png", "snow-1.png", "snow-2.png"]
+    wrong = cli("--database-url", url, "ingest", str(folder), "--model", "colour@max")
+    assert wrong.exit_code == 1 and "the colour model has no pooling" in wrong.stderr

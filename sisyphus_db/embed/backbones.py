@@ -107,6 +107,10 @@ def build_network(spec: ModelSpec, device: str) -> EmbeddingNet:
         trunk = _efficientnet_lite0_trunk(weights)
     elif spec.family == "resnet50":
         trunk = _resnet50_trunk(weights)
+    elif spec.family == "colour":
+        from sisyphus_db.embed.colour import ColourPalette
+
+        trunk = ColourPalette()
     elif spec.family == "torchscript":
         from sisyphus_db.embed.torchscript import load_torchscript
 

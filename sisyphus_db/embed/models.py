@@ -30,7 +30,8 @@ DEFAULT_MODEL = "efficientnet-lite0"
 TORCHSCRIPT_PREFIX = "torchscript:"
 NO_POOLING = "none"  # a TorchScript model that returns vectors itself
 
-_UNKNOWN_MODEL = "unknown model {name!r}: choose one of efficientnet-lite0, resnet50, torchscript:PATH"
+_UNKNOWN_MODEL = "unknown model {name!r}: choose one of efficientnet-lite0, resnet50, colour, torchscript:PATH"
+COLOUR = "colour"  # dominant-colour palettes (sisyphus_db.embed.colour): no weights, no pooling
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,10 @@ def parse_model_name(text: str) -> ModelName:
             raise ModelError("torchscript: needs a file path, e.g. torchscript:/path/model.pt")
         return ModelName(family="torchscript", pooling=pooling, path=path)
     family = base.lower()
+    if family == COLOUR:
+        if pooling is not None:
+            raise ModelError(f"the colour model has no pooling: use {COLOUR!r}, not {stripped!r}")
+        return ModelName(family=COLOUR)
     if family not in _BUILTINS:
         raise ModelError(_UNKNOWN_MODEL.format(name=stripped))
     return ModelName(family=family, pooling=pooling)
@@ -152,6 +157,13 @@ def get_model_spec(name: str = DEFAULT_MODEL) -> ModelSpec:
             weights_sha256=file_sha256(path),
             preprocessing=preprocessing,
         )
+    if parsed.family == COLOUR:
+        from sisyphus_db.embed import colour
+
+        return ModelSpec(name=COLOUR, family=COLOUR, dim=colour.DIM, pooling=NO_POOLING, weights_path="",
+                         weights_sha256=colour.DESCRIPTOR_SHA256,
+                         preprocessing=make_preprocessing(size=colour.INPUT_SIZE, mean=(0.0, 0.0, 0.0),
+                                                          std=(1.0, 1.0, 1.0)))
     builtin = _BUILTINS[parsed.family]
     weights = efficientnet_lite0_weights() if parsed.family == "efficientnet-lite0" else require_resnet50_weights()
     pooling = parsed.pooling or builtin.default_pooling
@@ -200,6 +212,15 @@ def list_models() -> list[ModelInfo]:
             weights_source=resnet_source,
             weights_path=str(resnet_path) if resnet_path else None,
             available=resnet_path is not None,
+        ),
+        ModelInfo(
+            name=COLOUR,
+            dim=20,
+            default_pooling=NO_POOLING,
+            poolings=(),
+            weights_source="none: dominant colours by faiss k-means in Lab, sorted by share (a descriptor)",
+            weights_path=None,
+            available=True,
         ),
         ModelInfo(
             name=f"{TORCHSCRIPT_PREFIX}PATH",
