@@ -30,7 +30,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BENCHMARKS = {"ingest": "bench_ingest.py", "search": "bench_search.py"}
+BENCHMARKS = {"ingest": "bench_ingest.py", "search": "bench_search.py", "labelling": "bench_labelling.py"}
 # Small settings for --quick, used only when a benchmark has no --quick of its own and
 # accepts the flag (checked against its --help).
 QUICK_FLAGS: dict[str, list[tuple[str, str]]] = {
