@@ -284,6 +284,17 @@ def test_upload_search_click_and_label_with_the_keyboard(served: Served, page: A
     expect(page.locator("#help")).to_be_visible()
     expect(page.locator("#help")).to_contain_text("more like these")
     page.keyboard.press("Escape")
+    # Enter opens the focused frame large, with its image from the API.
+    cards.nth(1).click(position={"x": 20, "y": 20})
+    page.keyboard.press("Enter")
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#viewer-text")).to_contain_text(f"frame {ids[1]}")
+    page.wait_for_function("() => document.getElementById('viewer-image').naturalWidth > 0")
+    page.keyboard.press("Escape")
+    expect(page.locator("#viewer")).to_be_hidden()
+    # Every button has a name a screen reader can say.
+    unnamed = page.evaluate("() => [...document.querySelectorAll('button')].filter(b => !(b.getAttribute('aria-label') || b.textContent.trim())).length")
+    assert unnamed == 0
     page.mouse.move(0, 0)
     shot = _shot(page, tmp_path / "results.png")
     assert shot.stat().st_size > 10_000

@@ -345,7 +345,8 @@ function openViewer(index) {
   $("viewer-image").alt = `frame ${hit.frame_id}`;
   const labels = (hit.labels || []).map((l) => `${l.positive ? "+" : "\u2212"}${l.name}`).join(", ");
   $("viewer-text").textContent = [`#${hit.rank ?? index + 1}`, `frame ${hit.frame_id}`, `distance ${Number(hit.distance).toFixed(4)}`,
-    `${baseName(hit.source_uri)} ${formatTime(hit.pts_seconds)}`, labels].filter(Boolean).join(" \u00b7 ");
+    `${baseName(hit.source_uri)} ${hit.source_kind && hit.source_kind !== "video" ? "" : formatTime(hit.pts_seconds)}`.trim(),
+    labels].filter(Boolean).join(" \u00b7 ");
   $("viewer-source").href = sourceLink(hit, { run_id: state.runId, label: currentLabel() });
   $("viewer-search").onclick = () => { $("viewer").close(); searchFrame(hit.frame_id); };
   $("viewer").showModal();

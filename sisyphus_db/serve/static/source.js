@@ -118,8 +118,8 @@ function drawMarks() {
     marks.push(el("button", {
       type: "button", class: `mark ${kind}${entry.kinds.has("hit") && kind !== "hit" ? " also-hit" : ""}`,
       style: `left: ${(position(frame, index.get(frameId)) * 100).toFixed(3)}%`,
-      title: `${formatTime(frame.pts_seconds)}: ${entry.titles.join("; ")}`,
-      "aria-label": `frame ${frameId} at ${formatTime(frame.pts_seconds)}: ${entry.titles.join("; ")}`,
+      title: `${place(frame, index.get(frameId))}: ${entry.titles.join("; ")}`,
+      "aria-label": `frame ${frameId} ${place(frame, index.get(frameId))}: ${entry.titles.join("; ")}`,
       dataset: { frameId: String(frameId) }, onclick: () => pick(frame, { play: true }),
     }));
   }
@@ -140,21 +140,24 @@ $("track").addEventListener("click", (event) => {
 
 // ---- the strip (paged) ----------------------------------------------------------------------
 
-function thumb(frame) {
+// Where a frame sits: its time in a video, its place in an image folder (1-based).
+const place = (frame, index) => (isVideo() ? formatTime(frame.pts_seconds) : `#${index + 1}`);
+
+function thumb(frame, index) {
   const entry = state.marks.get(frame.frame_id);
   const kinds = entry ? [...entry.kinds] : [];
   const thumbUrl = frame.thumbnail_url ? withToken(frame.thumbnail_url) : frameThumbUrl(frame.frame_id);
   return el("li", { class: `frame ${kinds.join(" ")}`, dataset: { frameId: String(frame.frame_id) } },
-    el("button", { type: "button", "aria-label": `frame ${frame.frame_id} at ${formatTime(frame.pts_seconds)}${entry ? ": " + entry.titles.join("; ") : ""}`,
+    el("button", { type: "button", "aria-label": `frame ${frame.frame_id} ${place(frame, index)}${entry ? ": " + entry.titles.join("; ") : ""}`,
                    onclick: () => pick(frame, { play: true }) },
       el("img", { src: thumbUrl, loading: "lazy", decoding: "async", alt: "", width: String(frame.width || 4), height: String(frame.height || 3) }),
-      el("span", { class: "time", text: isVideo() ? formatTime(frame.pts_seconds) : `#${frame.frame_index ?? ""}` })));
+      el("span", { class: "time", text: place(frame, index) })));
 }
 
 function renderMore() {
   const end = Math.min(state.rendered + PAGE, state.frames.length);
   const fragment = document.createDocumentFragment();
-  for (let i = state.rendered; i < end; i += 1) fragment.append(thumb(state.frames[i]));
+  for (let i = state.rendered; i < end; i += 1) fragment.append(thumb(state.frames[i], i));
   $("strip").append(fragment);
   state.rendered = end;
   $("more").hidden = state.rendered >= state.frames.length;
@@ -180,7 +183,7 @@ function pick(frame, { play = false } = {}) {
   $("picked-image").src = frameImageUrl(frame.frame_id);
   $("picked-image").alt = `frame ${frame.frame_id}`;
   const entry = state.marks.get(frame.frame_id);
-  $("picked-text").textContent = [`frame ${frame.frame_id}`, isVideo() ? formatTime(frame.pts_seconds) : `#${frame.frame_index ?? ""}`,
+  $("picked-text").textContent = [`frame ${frame.frame_id}`, place(frame, state.frames.indexOf(frame)),
     entry ? entry.titles.join("; ") : ""].filter(Boolean).join(" \u00b7 ");
   $("search-here").href = pageUrl("/", { frame: frame.frame_id, label: $("label").value.trim() || undefined });
   $("play-here").hidden = !isVideo();
@@ -240,7 +243,8 @@ async function start() {
   $("facts").textContent = [source.kind, isVideo() ? formatTime(state.duration) : "", plural(state.total, "key frame"), tags]
     .filter(Boolean).join(" \u00b7 ");
   document.body.classList.add(isVideo() ? "is-video" : "is-images");
-  $("axis-end").textContent = isVideo() ? formatTime(state.duration) : plural(state.frames.length, "frame");
+  $("axis-start").textContent = isVideo() ? formatTime(0) : "#1";
+  $("axis-end").textContent = isVideo() ? formatTime(state.duration) : `#${state.frames.length}`;
   const [labelled, hits] = await Promise.all([loadLabelMarks(label), loadRunMarks(runId)]);
   const notes = [];
   if (label) notes.push(`${labelled} with \u201c${label}\u201d`);
