@@ -43,6 +43,10 @@ def search(
                                                  "search (default: the most stored one).")] = None,
     video_fps: Annotated[float, typer.Option("--video-fps", help="--video: frames per second decoded from the "
                                              "query clip.")] = 2.0,
+    audio_of: Annotated[int | None, typer.Option("--audio-of", help="The moments that sound like the second this "
+                                                 "frame was shown in (`sisyphus audio build`).")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="The moments that sound like this audio or video "
+                                               "file.")] = None,
 ) -> None:
     """Find the frames nearest to a query image, frame, vector or class name; results are stored for SQL.
 
@@ -53,6 +57,11 @@ def search(
 
         return render_video_search(ctx, video=video, segment=segment, model=model, k=k, window=window,
                                    fps=video_fps, device=device, save=save, no_save=no_save, json_output=json_output)
+    if audio_of is not None or audio is not None:  # sound (sisyphus_db.temporal)
+        from sisyphus_db.cli.audio import render_audio_search
+
+        return render_audio_search(ctx, frame=audio_of, path=audio, k=k, save=save, no_save=no_save,
+                                   json_output=json_output)
     from sisyphus_db.search.engine import SearchRequest, search as run_search, validate_request
     from sisyphus_db.search.indexing import resolve_model
     from sisyphus_db.search.queries import build_query
