@@ -205,6 +205,7 @@ def export_video(
     with database(ctx) as db:
         frames = clip_frames(db, label=name, run_id=search)
     report = write_clip(frames, out, fps=fps, force=force, contact_sheet=contact_sheet, columns=columns)
+    _warn(report.warnings)
     if json_output:
         emit_json(report.to_json())
         return

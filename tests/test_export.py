@@ -247,3 +247,19 @@ def test_cli_export_forms_and_errors(cli, cli_world: tuple[str, World], tmp_path
     assert neither.exit_code == 1 and neither.stderr == "Error: give a label NAME or --search RUN_ID (one of them)\n"
     for args in (("export", "--help"), ("export", "dataset", "--help"), ("export", "video", "--help")):
         assert cli(*args).exit_code == 0
+
+
+def test_contact_sheet_of_many_frames_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sisyphus_db.label import export_video
+    from sisyphus_db.label.export_video import ClipFrame
+    from tests.labelling_data import write_image
+
+    monkeypatch.setattr(export_video, "MAX_SHEET_FRAMES", 6)
+    frames = []
+    for i in range(9):
+        write_image(tmp_path / f"{i}.jpg", i)
+        frames.append(ClipFrame(i + 1, str(tmp_path / f"{i}.jpg"), "/v/a.mp4", float(i), "manual"))
+    report = write_clip(frames, tmp_path / "a.mp4", contact_sheet=tmp_path / "a.jpg", columns=3)
+    assert report.contact_sheet_size == [3 * TILE[0], 2 * (TILE[1] + CAPTION_HEIGHT)]
+    assert report.warnings == ["the contact sheet shows 6 evenly spaced frames of 9"]
+    assert _decoded_frames(tmp_path / "a.mp4") == 9

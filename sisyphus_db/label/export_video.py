@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_CANVAS = (1280, 720)
 TILE = (240, 135)
 CAPTION_HEIGHT = 18
+MAX_SHEET_FRAMES = 400  # 8 x 50 tiles: a sheet of more would be a poster, not an overview
 _CODECS = ("libx264", "mpeg4")
 
 
@@ -196,15 +197,21 @@ def write_clip(frames: list[ClipFrame], out: Path, *, fps: float = 2.0, force: b
     finally:
         partial.unlink(missing_ok=True)
     sheet_size = None
+    warnings: list[str] = []
     if contact_sheet is not None:
-        sheet = make_contact_sheet(frames, columns=columns)
+        shown = frames
+        if len(frames) > MAX_SHEET_FRAMES:
+            # Evenly spaced frames keep the overview of the whole sequence.
+            shown = [frames[i] for i in np.linspace(0, len(frames) - 1, MAX_SHEET_FRAMES).round().astype(int)]
+            warnings.append(f"the contact sheet shows {MAX_SHEET_FRAMES} evenly spaced frames of {len(frames)}")
+        sheet = make_contact_sheet(shown, columns=columns)
         contact_sheet.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(contact_sheet, quality=88)
         sheet_size = [sheet.width, sheet.height]
     return VideoReport(out=str(out), frames=len(frames), fps=fps, width=size[0], height=size[1], codec=codec,
                        seconds=round(time.perf_counter() - started, 3),
                        contact_sheet=None if contact_sheet is None else str(contact_sheet),
-                       contact_sheet_size=sheet_size)
+                       contact_sheet_size=sheet_size, warnings=warnings)
 
 
 def sheet_columns(n: int, columns: int | None = None) -> int:
