@@ -72,7 +72,10 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
             info["exhausted"] = passing.size < depth
             return _rerank(db, model, store, query, fetched[np.isin(fetched, passing)], depth), info
 
-    allowed = frame_filter.all_ids()
+    # With a store, the ids need no join with embeddings: only stored frames have rows in it.
+    allowed = frame_filter.all_ids(with_vector=store is None)
+    if store is not None:
+        allowed = allowed[store.rows_of(allowed) >= 0]
     fraction = allowed.size / max(1, ntotal)
     info["selectivity"] = round(fraction, 6)
     exact_max = EXACT_MAX if store is not None else EXACT_MAX_WITHOUT_STORE

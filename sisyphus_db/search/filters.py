@@ -69,11 +69,22 @@ class FrameFilter:
         self.db = db
         self.model_id = model_id
         self._all: npt.NDArray[np.int64] | None = None
+        self._all_frames: npt.NDArray[np.int64] | None = None
 
-    def all_ids(self) -> npt.NDArray[np.int64]:
-        """Ids of the frames with a vector under the model that match the filter, ascending."""
-        if self._all is None:
-            self._all = self._select("", {})
+    def all_ids(self, *, with_vector: bool = True) -> npt.NDArray[np.int64]:
+        """Ids of the frames with a vector under the model that match the filter, ascending.
+
+        with_vector=False skips the join with embeddings (the faiss sidecar looks the ids up
+        in its own store, which holds only frames with a vector): a cheaper query for
+        filters that match many frames.
+        """
+        if self._all is not None:
+            return self._all
+        if not with_vector:
+            if self._all_frames is None:
+                self._all_frames = self._select("", {}, join_vectors=False)
+            return self._all_frames
+        self._all = self._select("", {})
         return self._all
 
     def among(self, candidate_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -84,19 +95,17 @@ class FrameFilter:
             return np.intersect1d(candidate_ids, self._all)
         return self._select(" AND frames.id = ANY(%(ids)s)", {"ids": candidate_ids.tolist()})
 
-    def _select(self, extra: str, params: dict[str, object]) -> npt.NDArray[np.int64]:
-        query = (
-            f"SELECT frames.id FROM {FRAME_SOURCE_JOIN} "
-            "JOIN embeddings e ON e.frame_id = frames.id AND e.model_id = %(model)s "
-            f"WHERE ({self.where}){extra} ORDER BY frames.id"
-        )
+    def _select(self, extra: str, params: dict[str, object], *, join_vectors: bool = True) -> npt.NDArray[np.int64]:
+        vectors = "JOIN embeddings e ON e.frame_id = frames.id AND e.model_id = %(model)s " if join_vectors else ""
+        query = f"SELECT frames.id FROM {FRAME_SOURCE_JOIN} {vectors}WHERE ({self.where}){extra} ORDER BY frames.id"
         with self.db.copy_connection() as conn:
             # A savepoint that is always rolled back: it takes the read-only setting with it,
             # so the surrounding transaction can still write (e.g. to save the search run).
             try:
                 with conn.transaction(force_rollback=True):
-                    conn.execute("SET LOCAL transaction_read_only = on")
-                    conn.execute(f"SET LOCAL statement_timeout = {FILTER_TIMEOUT_MS}")
+                    # one round trip for both settings (a filtered query is latency-bound)
+                    conn.execute("SELECT set_config('transaction_read_only', 'on', true), "
+                                 f"set_config('statement_timeout', '{FILTER_TIMEOUT_MS}', true)")
                     # Parameters mean the extended protocol, which refuses a second statement.
                     # Never prepared: a generic plan cannot see the size of the id array and
                     # picked nested seq scans (8 s for 6,000 frames instead of milliseconds).

@@ -5,11 +5,11 @@ serves SQL, e.g. near-duplicates across videos:
     SELECT * FROM knn_edges e JOIN frames a ON a.id = e.frame_id JOIN frames b ON b.id = e.neighbor_id
     WHERE a.source_id <> b.source_id AND e.distance < 0.05;
 
-Where the time went at 1M frames (266 s before): reading every vector back from
-PostgreSQL, a Python loop writing 10M COPY rows, and per-row foreign-key checks and
-random index inserts on knn_edges. Now the query vectors come from the refine store (only
-frames newer than the index are read from PostgreSQL), candidates are re-ranked exactly in
-memory, the COPY rows are built by numpy in binary, and the edges are loaded with the
+Where the time went at 1M frames (266 s before): 1M ANN searches, reading every vector
+back from PostgreSQL, a Python loop writing 10M COPY rows, and per-row foreign-key checks
+and random index inserts on knn_edges. Now an IVF index's lists are compared in dense
+exact blocks over the refine store (sisyphus_db.ann.knn_lists; only frames newer than the
+index are searched one by one), the COPY rows are built by numpy in binary, and the edges are loaded with the
 table's foreign keys and neighbour index set aside and re-created afterwards (one
 validating join and one sorted index build instead of 10M trigger calls and random
 inserts), all in one transaction.
@@ -57,13 +57,17 @@ def build_knn_graph(db: Database, model: StoredModel, *, k: int = 10, nprobe: in
     at least k + 1). Frames deleted since the last `index update` get no edges and are no
     one's neighbour: PostgreSQL's frame ids decide.
     """
+    import faiss
+
     from sisyphus_db.ann.knn import knn_graph
+    from sisyphus_db.ann.knn_lists import knn_graph_by_lists
     from sisyphus_db.search.refine_sidecar import load_refine
 
     started = time.perf_counter()
     record = require_faiss_record(db, model)
     index = load_faiss_index(record)
     store = load_refine(record)
+    live = None
     if store is None:
         ids, vectors = model_vectors(db, model.id, model.dim)
     else:
@@ -75,8 +79,21 @@ def build_knn_graph(db: Database, model: StoredModel, *, k: int = 10, nprobe: in
         vectors = np.concatenate([vectors, newer[newer_keep]]) if newer_keep.any() else vectors
     search_started = time.perf_counter()
     rerank_depth = max(k + 1, depth or int(record.params.get("rerank_k") or k + 1))
-    sources, targets, distances = knn_graph(index, vectors, ids, k, nprobe=nprobe or record.params.get("nprobe"),
-                                            refine=store, depth=rerank_depth if store is not None else None)
+    probe = nprobe or record.params.get("nprobe")
+    if store is not None and probe is not None and faiss.try_extract_index_ivf(index) is not None:
+        # Indexed frames: exact blocks per inverted list; frames newer than the index: searched one by one.
+        sources, targets, distances = knn_graph_by_lists(index, store, k, nprobe=int(probe), live_ids=live)
+        newer_ids = ids[~np.isin(ids, store.ids)]
+        if newer_ids.size:
+            rows = np.flatnonzero(np.isin(ids, newer_ids))
+            extra = knn_graph(index, vectors[rows], ids[rows], k, nprobe=probe, refine=store, depth=rerank_depth)
+            sources, targets, distances = (np.concatenate([a, b]) for a, b in zip((sources, targets, distances),
+                                                                                 extra, strict=True))
+            order = np.argsort(sources, kind="stable")
+            sources, targets, distances = sources[order], targets[order], distances[order]
+    else:
+        sources, targets, distances = knn_graph(index, vectors, ids, k, nprobe=probe, refine=store,
+                                                depth=rerank_depth if store is not None else None)
     search_seconds = time.perf_counter() - search_started
     # Deleted frames may linger in the index until `index update`: keep edges between live frames.
     keep = np.isin(targets, ids)

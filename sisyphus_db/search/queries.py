@@ -38,9 +38,23 @@ def query_from_images(paths: Sequence[Path], model: StoredModel, *, device: str 
     from sisyphus_db.embed.embedder import load_embedder
     from sisyphus_db.media.images import load_image
 
+    _refuse_imported(model)
     images = [load_image(path).rgb for path in paths]
     embedder = load_embedder(model.name, device=device)
     return query_from_rgb(images, model, embedder, {"kind": "image", "paths": [str(Path(p).resolve()) for p in paths]})
+
+
+def _refuse_imported(model: StoredModel) -> None:
+    """A model with no weights here (vectors from `sisyphus import-embeddings`) cannot embed an image."""
+    from sisyphus_db.embed.models import parse_model_name
+    from sisyphus_db.errors import ModelError
+
+    try:
+        parse_model_name(model.name)
+    except ModelError:
+        raise ModelError(f"model {model.name} cannot embed images: its vectors were imported "
+                         "(`sisyphus import-embeddings`) and it has no weights here; search it with --frame ID "
+                         "or --vector FILE.npy") from None
 
 
 def query_from_rgb(images: Sequence[npt.NDArray[np.uint8]], model: StoredModel, embedder: Any,

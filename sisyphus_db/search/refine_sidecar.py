@@ -111,7 +111,7 @@ def drop_refine(files: RefineFiles | None) -> None:
 
 
 def verify_refine(db: Database, model: StoredModel, record: IndexRecord, index_ids: npt.NDArray[np.int64], *,
-                  full: bool = False, sample: int = VERIFY_SAMPLE, table: VectorTable = FRAMES) -> list[str]:
+                  full: bool = False, sample: int | None = None, table: VectorTable = FRAMES) -> list[str]:
     """Problems with the refine store: files, checksums, ids against the index, vectors against the table."""
     files = refine_files(record)
     if files is None:
@@ -134,6 +134,7 @@ def verify_refine(db: Database, model: StoredModel, record: IndexRecord, index_i
         ids, values = ids[keep], values[keep]
     else:
         rng = np.random.default_rng()
+        sample = VERIFY_SAMPLE if sample is None else sample
         chosen = common if common.size <= sample else np.sort(rng.choice(common, size=sample, replace=False))
         ids, values = vectors_by_id(db, model.id, model.dim, chosen, table)
     if ids.size:
