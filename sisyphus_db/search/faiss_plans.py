@@ -40,10 +40,12 @@ PLANS = ("filter-candidates", "exact-filtered", "id-selector", "over-fetch")
 
 def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, query: npt.NDArray[np.float32],
                      depth: int, *, nprobe: int | None, frame_filter: FrameFilter | None, index: Any = None,
-                     plan: str | None = None) -> tuple[Neighbours, dict[str, Any]]:
+                     plan: str | None = None, store: RefineStore | None = None) -> tuple[Neighbours, dict[str, Any]]:
     """The `depth` nearest frames (ids, cosine distances), nearest first, and what was done.
 
-    `index`: the loaded index when the caller holds one (the server), else the cached file.
+    `index`: the loaded index when the caller holds one (the server), else the cached file;
+    `store`: its refine store when the caller holds one (the server keeps the generation it
+    loaded mapped, so a search finishes on it after `index update` deleted its files).
     `plan`: force one filtered plan (benchmarks and tests compare them); default: chosen.
     """
     from sisyphus_db.ann.search import search
@@ -51,7 +53,7 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
     from sisyphus_db.search.refine_sidecar import load_refine
 
     index = load_faiss_index(record) if index is None else index
-    store = load_refine(record)
+    store = load_refine(record) if store is None else store
     ntotal = int(index.ntotal)
     nprobe = nprobe or record.params.get("nprobe")
     info: dict[str, Any] = {"nprobe": nprobe, "rerank_k": depth, "rerank": "memory" if store else "postgres"}
