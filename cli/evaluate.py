@@ -37,6 +37,15 @@ def copydetect(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random transformations.")] = 0,
     device: DeviceOption = "auto",
     workers: WorkersOption = None,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Re-rank faiss results exactly (default); "
+                                         "--no-rerank ranks by the index's own quantized distances.")] = True,
+    activate: Annotated[bool, typer.Option("--activate", help="Also activate the references toward each faiss "
+                                           "factory's quantizer and compare passive and active side by side.")]
+    = False,
+    psnr: Annotated[float, typer.Option("--psnr", help="With --activate: lowest PSNR (dB) of the activated "
+                                        "references.")] = 43.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="With --activate: optimisation steps.")] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="With --activate: Adam step in [0, 1] pixel units.")] = 0.005,
     json_output: JsonOption = False,
 ) -> None:
     """Copy detection (Active Indexing protocol): r@1, r@10, r@100, MRR and µAP per transformation.
@@ -53,7 +62,12 @@ def copydetect(
     specs = parse_backends(backends, split_factories(factories or ["auto"]))
     options = CopyDetectOptions(model=model, device=resolve_torch_device(device), backends=tuple(specs),
                                 distractors=distractors, combinations=combinations, max_references=max_references,
-                                seed=seed, workers=workers)
+                                seed=seed, workers=workers, rerank=rerank)
+    if activate:
+        from sisyphus_db.cli.evaluate_active import copydetect_active
+
+        copydetect_active(ctx, paths, options, psnr=psnr, iterations=iterations, lr=lr, json_output=json_output)
+        return
     settings(ctx).ensure_home()
     with database(ctx) as db:
         with progress_bars() as progress:
@@ -93,6 +107,8 @@ def knn(
         "--factories", help="faiss factories, separated by ';' or repeated.")] = None,
     device: DeviceOption = "auto",
     workers: WorkersOption = None,
+    videos: Annotated[bool, typer.Option("--videos", help="Classify whole videos (class folders of videos) by "
+                                         "frame features, segments, colour, sound and their combination.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Leave-one-out k-NN class accuracy of a labelled folder tree (class = folder name), per model and backend."""
@@ -102,6 +118,11 @@ def knn(
     from sisyphus_db.evaluate.knn_eval import KnnEvalOptions, run_knn_eval
     from sisyphus_db.evaluate.retrieval import parse_backends, split_factories
 
+    if videos:  # whole videos, per descriptor (sisyphus_db.evaluate.knn_videos)
+        from sisyphus_db.cli.segments import render_knn_videos
+
+        return render_knn_videos(ctx, path=path, k=k, model=models.split(",")[0].strip(), device=device,
+                                 workers=workers, json_output=json_output)
     names = tuple(dict.fromkeys(name.strip() for name in models.split(",") if name.strip()))
     if not names:
         raise InputError("--models is empty: give at least one model name")

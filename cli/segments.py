@@ -129,6 +129,37 @@ def videocopy(
         out.print(table)
 
 
+def render_knn_videos(ctx: typer.Context, *, path: Path, k: int, model: str, device: str, workers: int | None,
+                      json_output: bool) -> None:
+    """`eval knn PATH --videos`: leave-one-out k-NN accuracy of whole videos per descriptor."""
+    from sisyphus_db.cli.context import settings
+    from sisyphus_db.cli.progress import StageProgress, progress_bars
+    from sisyphus_db.devices import resolve_torch_device
+    from sisyphus_db.evaluate.knn_videos import KnnVideoOptions, run_knn_videos
+
+    options = KnnVideoOptions(k=k, model=model, device=resolve_torch_device(device), workers=workers)
+    settings(ctx).ensure_home()
+    with database(ctx) as db:
+        with progress_bars() as progress:
+            stages = StageProgress(progress)
+            report = run_knn_videos(db, path, options, stages, stages)
+    document = report.to_json()
+    if json_output:
+        emit_json(document)
+        return
+    classes = ", ".join(f"{name} ({count})" for name, count in report.classes.items())
+    out = stdout_console()
+    out.print(f"{report.videos} videos in {len(report.classes)} classes: {classes}; k={k}; "
+              f"stored as eval run {report.run_id}", soft_wrap=True, markup=False)
+    table = Table("descriptor", "videos", "accuracy", *report.classes, title=f"leave-one-out {k}-NN accuracy of videos")
+    for result in document["results"]:
+        accuracy = "-" if result["accuracy"] is None else f"{result['accuracy']:.3f}"
+        table.add_row(result["descriptor"], str(result["videos"]), accuracy,
+                      *(f"{result['per_class'].get(label, 0.0):.3f}" if result["per_class"] else "-"
+                        for label in report.classes))
+    out.print(table)
+
+
 def register(root: typer.Typer) -> None:
     from sisyphus_db.cli import evaluate
 

@@ -85,3 +85,29 @@ def test_audio_build_and_search_by_sound(cli: CliRunner, fresh_database_url: str
     no_sound_file = cli("--database-url", url, "search", "--audio", str(folder / "silent.mp4"))
     assert no_sound_file.exit_code == 1 and no_sound_file.stderr.endswith(
         "silent.mp4: no audio track, so there is no sound to compare\n")
+
+
+@pytest.mark.slow
+def test_eval_knn_videos_per_descriptor(cli: CliRunner, fresh_database_url: str, tmp_path: Path) -> None:
+    tree = tmp_path / "classes"
+    for number in range(3):
+        write_av_clip(tree / "warm-siren" / f"w{number}.mp4", 4.0, [(0.0, 4.0, 440.0)], seed=10 + number,
+                      tint=(1.0, 0.55, 0.3))
+        write_av_clip(tree / "cold-horn" / f"c{number}.mp4", 4.0, [(0.0, 4.0, 1500.0)], seed=20 + number,
+                      tint=(0.3, 0.55, 1.0))
+    result = cli("--database-url", fresh_database_url, "eval", "knn", str(tree), "--videos", "--k", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["videos"] == 6 and report["classes"] == {"cold-horn": 3, "warm-siren": 3}
+    accuracy = {row["descriptor"]: row["accuracy"] for row in report["results"]}
+    assert set(accuracy) == {"frames", "segments", "colour", "sound", "combination"}
+    assert accuracy["colour"] == 1.0 and accuracy["sound"] == 1.0 and accuracy["combination"] == 1.0
+    db = open_database(Settings(home=tmp_path / "home", database_url=fresh_database_url))
+    with db.transaction() as conn:
+        stored = dict(conn.execute(sa.text(
+            "SELECT m.backend, m.value FROM eval_metrics m JOIN eval_runs r ON r.id = m.run_id "
+            "WHERE r.kind = 'knn-videos' AND m.subset = 'overall'")).all())
+    db.dispose()
+    assert stored == pytest.approx(accuracy)
+    flat = cli("--database-url", fresh_database_url, "eval", "knn", str(tree / "warm-siren"), "--videos")
+    assert flat.exit_code == 1 and "expected at least 2 class folders with videos, found 0" in flat.stderr

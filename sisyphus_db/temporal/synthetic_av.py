@@ -27,11 +27,15 @@ def tone_track(seconds: float, tones: Sequence[tuple[float, float, float]], *, s
 
 
 def write_av_clip(path: Path | str, seconds: float, tones: Sequence[tuple[float, float, float]], *, seed: int = 0,
-                  fps: int = 10, size: tuple[int, int] = (160, 120), audio: bool = True) -> Path:
-    """An H.264 + AAC mp4 of generated footage whose sound is the given tones (no audio with audio=False)."""
+                  fps: int = 10, size: tuple[int, int] = (160, 120), audio: bool = True,
+                  tint: tuple[float, float, float] | None = None) -> Path:
+    """An H.264 + AAC mp4 of generated footage whose sound is the given tones (no audio with audio=False);
+    `tint` multiplies the footage's R, G and B (a class-wide colour cast)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = filler_frames(seconds, fps, size, seed=seed + 500)
+    if tint is not None:
+        frames = [np.clip(frame * np.asarray(tint), 0, 255).astype(np.uint8) for frame in frames]
     samples = tone_track(seconds, tones, seed=seed)
     with av.open(str(path), mode="w") as container:
         video = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
