@@ -58,6 +58,8 @@ RESULTS = Path(__file__).parent / "results"
 VIDEO_LENGTH = 1000
 WITHIN, ACROSS = 8, 2
 THRESHOLD = 0.05
+DEMO_ALPHAS = [0.5, 0.8, 0.9, 0.99]
+DEMO_KS = [5, 10]
 
 
 def video_graph(n: int, seed: int = 0) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -204,6 +206,65 @@ def bench_database(db: Database, n: int, dim: int, niter: int) -> dict[str, Any]
     return out
 
 
+def bench_demo(demo_json: Path, alphas: list[float], ks: list[int]) -> dict[str, Any]:
+    """Propagation on the demo after one review round: how many frames a person reviews in score order.
+
+    `sisyphus demo --json > demo.json` first (its database lives in $SISYPHUS_HOME/demo; run this with
+    SISYPHUS_HOME pointing there). The first query's top 10 are labelled as a reviewer would (hits
+    positive, with the query frame; misses negative); then, per alpha and k, the label is propagated
+    and the unlabelled frames are read in score order until 50 %, 80 % and all of the remaining
+    road-works frames are found, against the random-order expectation n (N + 1) / (R + 1).
+    """
+    import math
+
+    import sqlalchemy as sa
+
+    from sisyphus_db.label.labels import remove_labels
+    from sisyphus_db.search.indexing import resolve_model
+    from sisyphus_db.search.knn_graph import build_knn_graph
+
+    demo = json.loads(demo_json.read_text())
+    db = open_database(Settings.from_env())
+    try:
+        with db.transaction() as conn:
+            rows = conn.execute(sa.text("SELECT id, pts_seconds FROM frames")).all()
+        truth = {i for i, t in rows if any(a <= t <= b for a, b in demo["intervals"])}
+        model = resolve_model(db, None)
+        build_knn_graph(db, model, k=max(ks))
+        hits = [r["frame_id"] for r in demo["results"] if r["hit"]]
+        misses = [r["frame_id"] for r in demo["results"] if not r["hit"]]
+        positives = list(dict.fromkeys([demo["query"]["frame_id"], *hits]))
+        label = "bench-road-works"
+        add_labels(db, label, positives)
+        add_labels(db, label, misses, positive=False)
+        labelled = set(positives) | set(misses)
+        remaining = truth - labelled
+        unlabelled = len(rows) - len(labelled)
+        goals = {"50%": math.ceil(0.5 * len(remaining)), "80%": math.ceil(0.8 * len(remaining)),
+                 "100%": len(remaining)}
+        out: dict[str, Any] = {"frames": len(rows), "road_works": len(truth), "labelled_positive": len(positives),
+                               "labelled_negative": len(misses), "remaining": len(remaining),
+                               "unlabelled": unlabelled,
+                               "random_order": {g: round(n * (unlabelled + 1) / (len(remaining) + 1), 1)
+                                                for g, n in goals.items()}, "runs": []}
+        for alpha in alphas:
+            for k in ks:
+                report = propagate_label(db, label, model, k=k, alpha=alpha)
+                with db.transaction() as conn:
+                    order = conn.execute(sa.text("SELECT frame_id FROM label_scores WHERE label = :n "
+                                                 "ORDER BY score DESC, frame_id"), {"n": label}).scalars().all()
+                order = [f for f in order if f not in labelled]
+                found_at = [n for n, f in enumerate(order, 1) if f in remaining]
+                out["runs"].append({"alpha": alpha, "k": k, "iterations": report.iterations,
+                                    "precision_at_10": sum(1 for f in order[:10] if f in remaining) / 10,
+                                    "reviewed": {g: found_at[n - 1] for g, n in goals.items()}})
+                logger.info("demo: %s", out["runs"][-1])
+        remove_labels(db, label)
+        return out
+    finally:
+        db.dispose()
+
+
 def machine() -> dict[str, Any]:
     spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).parent / "run.py")
     assert spec is not None and spec.loader is not None
@@ -245,6 +306,21 @@ def markdown(result: dict[str, Any]) -> str:
         f"| dedup: components of {d['pairs']:,} pairs under {d['threshold']} | {d['groups']:,} groups, "
         f"{d['frames_in_groups']:,} frames, {d['seconds']} s |", "",
     ]
+    demo = result.get("demo")
+    if demo:
+        lines += [
+            f"## Propagation on the demo ({demo['frames']} key frames, {demo['road_works']} road works)", "",
+            f"After the first query's top 10 are reviewed ({demo['labelled_positive']} positives with the query "
+            f"frame, {demo['labelled_negative']} negatives), the label is propagated and the {demo['unlabelled']} "
+            f"unlabelled frames are read in score order; frames read to find 50 % / 80 % / all of the "
+            f"{demo['remaining']} remaining road-works frames (random order: "
+            f"{' / '.join(str(v) for v in demo['random_order'].values())}). One demo run at its defaults "
+            f"(`sisyphus demo --json > demo.json`, then `{demo.get('command', '')}` with SISYPHUS_HOME at the "
+            "demo's home): a small sample, not a general ranking of the settings.", "",
+            "| alpha | k | 50 % | 80 % | all | precision@10 |", "|---:|---:|---:|---:|---:|---:|",
+            *[f"| {r['alpha']} | {r['k']} | {r['reviewed']['50%']} | {r['reviewed']['80%']} | "
+              f"{r['reviewed']['100%']} | {r['precision_at_10']:.1f} |" for r in demo["runs"]], "",
+        ]
     if dbr:
         lines += [
             f"## Through PostgreSQL ({dbr['frames']:,} frames, {dbr['edges']:,} edges in knn_edges, "
@@ -288,15 +364,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db-dim", type=int, default=128)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="100k in memory, 20k through the database")
+    parser.add_argument("--demo", type=Path, default=None, help="the JSON of `sisyphus demo --json`: also measure "
+                        "propagation on the demo's database (SISYPHUS_HOME must point at the demo's home)")
+    parser.add_argument("--demo-only", action="store_true", help="with --demo: update only the demo section of "
+                        "the existing results")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.db_frames = 100_000, 20_000
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if args.demo is not None and args.demo_only:
+        result = json.loads((args.out / "labelling.json").read_text())
+        result["demo"] = bench_demo(args.demo, DEMO_ALPHAS, DEMO_KS)
+        result["demo"]["command"] = "python benchmarks/bench_labelling.py " + " ".join(argv or sys.argv[1:])
+        (args.out / "labelling.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "labelling.md").write_text(markdown(result) + "\n")
+        return 0
     result: dict[str, Any] = {"command": "python benchmarks/bench_labelling.py " + " ".join(argv or sys.argv[1:]),
                               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
     result["memory"] = bench_memory(args.frames, args.dim, args.niter, args.iterate_cap)
     if args.db_frames:
         result["database"] = run_database(args)
+    if args.demo is not None:
+        result["demo"] = bench_demo(args.demo, DEMO_ALPHAS, DEMO_KS)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "labelling.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "labelling.md").write_text(markdown(result) + "\n")

@@ -27,7 +27,7 @@ def propagate(
     name: Annotated[str, typer.Argument(help="Label to spread, e.g. road-works.")],
     k: Annotated[int, typer.Option("--k", help="Neighbours per frame used from the stored k-NN graph.")] = 10,
     alpha: Annotated[float, typer.Option("--alpha", help="How far labels spread, in (0, 1): the weight of the "
-                                         "neighbours against the seeds (Zhou et al. use 0.99).")] = 0.99,
+                                         "neighbours against the seeds (Zhou et al. use 0.99).")] = 0.9,
     model: ModelOption = None,
     solver: Annotated[str, typer.Option("--solver", help="cg (conjugate gradients) or iterate (Zhou's "
                                         "iteration); both reach the same scores.")] = "cg",
