@@ -50,8 +50,8 @@ def test_demo_finds_the_road_works_far_above_chance_and_repeats_itself(cli, demo
     assert sum(hit["hit"] for hit in figures["results"]) == round(figures["precision_at_k"] * 10)
 
     # The labelling loop: discover rounds of 10 from the query frame find every road-works frame,
-    # far sooner than one query's ranking or random order (measured at these settings: 50 % / 80 % / all
-    # after 18 / 27 / 32 reviewed frames, one query 16 / 74 / 186, random 120 / 187 / 227 on the 120 s default).
+    # far sooner than one query's ranking or random order (measured at these settings with the classifier:
+    # 50 % / 80 % / all after 11 / 20 / 46 reviewed frames, one query 20 / 170 / 214, random 113 / 184 / 226).
     loop = figures["discover"]
     assert loop["k"] == 10 and loop["relevant"] == figures["blockage_frames"] - 1
     assert loop["found"] == loop["relevant"] and loop["reached"]["100%"] is not None

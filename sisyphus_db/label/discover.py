@@ -7,7 +7,8 @@ and a small model over their candidates, never a pass over every vector. Frames 
 already carry the label, positive or negative, are never proposed: they are dropped and
 the list is refilled to k from deeper in the rankings.
 
-Methods (measured by the simulated reviewer, benchmarks/results/discover.md):
+Methods (measured by the simulated reviewer, benchmarks/results/discover.md; the default
+is the classifier):
 - rocchio: one query, the positives' mean pushed away from the negatives' mean.
 - multi: each positive (up to MAX_QUERIES, spread over its looks) is a query of its own;
   the rankings are merged by reciprocal-rank fusion, and a candidate nearer to a negative
@@ -43,8 +44,11 @@ from sisyphus_db.store.registry import StoredModel
 from sisyphus_db.store.vectors import vectors_by_id
 
 DISCOVER_METHODS: tuple[str, ...] = ("rocchio", "multi", "classifier", "expand")
-# Chosen by the simulated reviewer on the demo drive and a labelled tree (see the module doc).
-DEFAULT_METHOD = "multi"
+# Chosen by the simulated reviewer (benchmarks/results/discover.md): over two demo drives and
+# four rare classes of a labelled tree, 6-7 starts each, it reviewed the fewest frames to reach
+# 50 %, 80 % and 100 % of a class (means 13.0 / 19.3 / 29.9; rocchio 13.6 / 20.0 / 35.1; multi
+# 13.2 / 19.8 / 71.9: one look per query finds the bulk fast but not the odd last frames).
+DEFAULT_METHOD = "classifier"
 MAX_QUERIES = 8          # ANN searches per round, however many positives a label has
 POOL_PER_QUERY = 50      # classifier: candidates taken around each positive
 MIN_NEGATIVES = 5        # classifier: below this, random frames stand in as weak negatives
