@@ -499,3 +499,23 @@ def test_with_a_token_the_page_sends_it_on_every_request(served: Served, page: A
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def test_a_large_source_lists_its_frames_a_page_at_a_time(served: Served, page: Any) -> None:
+    page.goto(f"{served.url}/sources/{served.bulk_source}")
+    page.wait_for_selector("body[data-ready=true]")
+    expect = sync_api.expect
+    expect(page.locator("#facts")).to_contain_text(f"{BULK_FRAMES} key frames")
+    # Pages of 60 fill the screen and a little more, then stop until the reader scrolls.
+    time.sleep(1)
+    shown = page.locator(".strip .frame").count()
+    assert shown % 60 == 0 and 60 <= shown <= 240, shown
+    expect(page.locator("#more-info")).to_have_text(f"showing {shown} of {BULK_FRAMES}")
+    page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_function(f"() => document.querySelectorAll('.strip .frame').length >= {shown + 60}")
+    assert page.locator(".strip .frame").count() < BULK_FRAMES
+    # The track holds every key frame (fetched in pages of 500), drawn on a canvas.
+    drawn = page.evaluate("""() => { const c = document.getElementById('ticks');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
+    assert drawn > 0

@@ -193,12 +193,20 @@ function updateMore() {
   const left = state.total - state.rendered;
   $("more").hidden = left <= 0;
   $("more-info").textContent = `showing ${state.rendered} of ${state.total}`;
+  watchSentinel();
 }
 
 // Infinite scroll: the next page is added when the end of the grid comes near the viewport.
-new IntersectionObserver((entries) => {
+// An observer reports changes only: after each page it observes again, so a sentinel still
+// in range (cards shorter than the screen) brings the next page too.
+const sentinelObserver = new IntersectionObserver((entries) => {
   if (entries.some((entry) => entry.isIntersecting) && state.rendered < state.total && !rendering) renderMore();
-}, { rootMargin: "400px" }).observe($("sentinel"));
+}, { rootMargin: "400px" });
+sentinelObserver.observe($("sentinel"));
+function watchSentinel() {
+  sentinelObserver.unobserve($("sentinel"));
+  sentinelObserver.observe($("sentinel"));
+}
 
 // ---- focus and selection ----------------------------------------------------------------
 

@@ -162,11 +162,19 @@ function renderMore() {
   state.rendered = end;
   $("more").hidden = state.rendered >= state.frames.length;
   $("more-info").textContent = `showing ${state.rendered} of ${state.frames.length}`;
+  watchSentinel();
 }
 
-new IntersectionObserver((entries) => {
-  if (entries.some((e) => e.isIntersecting) && state.rendered < state.frames.length) renderMore();
-}, { rootMargin: "400px" }).observe($("sentinel"));
+// An observer reports changes only: after each page it observes again, so a sentinel still
+// in range (cards shorter than the screen) brings the next page too.
+const sentinelObserver = new IntersectionObserver((entries) => {
+  if (entries.some((entry) => entry.isIntersecting) && state.rendered < state.frames.length) renderMore();
+}, { rootMargin: "400px" });
+sentinelObserver.observe($("sentinel"));
+function watchSentinel() {
+  sentinelObserver.unobserve($("sentinel"));
+  sentinelObserver.observe($("sentinel"));
+}
 $("load-more").addEventListener("click", () => {
   const first = state.rendered;
   renderMore();
