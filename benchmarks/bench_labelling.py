@@ -260,6 +260,20 @@ def bench_demo(demo_json: Path, alphas: list[float], ks: list[int]) -> dict[str,
                                     "reviewed": {g: found_at[n - 1] for g, n in goals.items()}})
                 logger.info("demo: %s", out["runs"][-1])
         remove_labels(db, label)
+        # Rare scenes as small clusters: where do the road-works frames land in `sisyphus cluster`'s list?
+        report = cluster_frames(db, model, device="cpu")
+        with db.transaction() as conn:
+            members = conn.execute(sa.text("SELECT frame_id, cluster FROM clusters WHERE model_id = :m"),
+                                   {"m": model.id}).all()
+        position = {c.cluster: i + 1 for i, c in enumerate(report.clusters)}
+        sizes = {c.cluster: c.size for c in report.clusters}
+        hits: dict[int, int] = {}
+        for frame_id, cluster in members:
+            if frame_id in truth:
+                hits[cluster] = hits.get(cluster, 0) + 1
+        out["clusters"] = {"k": report.k, "road_works_clusters": sorted(
+            ({"cluster": c, "listed": position[c], "size": sizes[c], "road_works": n} for c, n in hits.items()),
+            key=lambda entry: entry["listed"])}
         return out
     finally:
         db.dispose()
@@ -321,6 +335,12 @@ def markdown(result: dict[str, Any]) -> str:
             *[f"| {r['alpha']} | {r['k']} | {r['reviewed']['50%']} | {r['reviewed']['80%']} | "
               f"{r['reviewed']['100%']} | {r['precision_at_10']:.1f} |" for r in demo["runs"]], "",
         ]
+        if "clusters" in demo:
+            listed = demo["clusters"]["road_works_clusters"]
+            lines += [f"`sisyphus cluster` on the demo (k={demo['clusters']['k']}): the road-works frames fall in "
+                      "these clusters (position in the list, smallest and most isolated first; size; road-works "
+                      "frames): " + ", ".join(f"#{c['listed']} ({c['size']} frames, {c['road_works']} road works)"
+                                              for c in listed) + ".", ""]
     if dbr:
         lines += [
             f"## Through PostgreSQL ({dbr['frames']:,} frames, {dbr['edges']:,} edges in knn_edges, "
