@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -498,7 +499,11 @@ def test_a_new_index_is_picked_up_while_the_app_runs(pg_server: EmbeddedServer, 
     assert model is not None
     build_faiss_index(db, model, factory="Flat")
     app = create_app(ServeConfig(settings, registry_ttl_s=0.0))
-    with TestClient(app) as client:
+    # A second server that has not looked at the registry again yet: it keeps searching the
+    # generation it loaded, even after `index update` replaced the file and deleted its refine store.
+    lagging = TestClient(create_app(ServeConfig(settings, registry_ttl_s=3600.0)))
+    with TestClient(app) as client, lagging:
+        _ok(lagging.post("/api/search", json={"text": "street sign", "k": 10}))
         old = {row["frame_id"] for row in _ok(client.post("/api/search", json={"text": "street sign", "k": 10}))
                ["results"]}
         assert len(old) == 3
@@ -508,6 +513,8 @@ def test_a_new_index_is_picked_up_while_the_app_runs(pg_server: EmbeddedServer, 
         assert {row["frame_id"] for row in pending["results"]} == old
         assert any("index update" in warning for warning in pending["warnings"])
         update_faiss_index(db, model)
+        stale = _ok(lagging.post("/api/search", json={"text": "street sign", "k": 10}))
+        assert {row["frame_id"] for row in stale["results"]} == old
         fresh = _ok(client.post("/api/search", json={"text": "street sign", "k": 10}))
         assert len(fresh["results"]) == 5 and not fresh["warnings"]
         newest = max(row["frame_id"] for row in fresh["results"])
@@ -647,3 +654,51 @@ def test_a_streamed_upload_is_cut_off_at_the_limit(world: World) -> None:
         assert client.post("/api/search/image", files={"file": ("q.jpg", small, "image/jpeg")},
                            data={"k": "2"}).status_code == 200
     assert _counts(world.db)[2:] == before[2:]
+
+
+def test_concurrent_uploads_are_embedded_in_batches_and_each_gets_its_own_answer(world: World,
+                                                                                 embedder: Embedder) -> None:
+    from sisyphus_db.media.images import load_image
+    from sisyphus_db.serve.embedding import EmbedBatcher
+
+    class Gated:  # the real model, held at its first pass until the others have queued
+        spec = embedder.spec
+
+        def __init__(self) -> None:
+            self.gate = threading.Event()
+            self.calls = 0
+
+        def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 1:
+                assert self.gate.wait(30)
+            return embedder.embed_images(images)
+
+    images = [load_image(path).rgb for path in world.images["paris"][:5]]
+    gated, batcher = Gated(), EmbedBatcher()
+    try:
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            first = pool.submit(batcher.embed, gated, images[0])
+            while batcher._queue.qsize():  # the worker has taken the first job
+                time.sleep(0.01)
+            rest = [pool.submit(batcher.embed, gated, image) for image in images[1:]]
+            while batcher._queue.qsize() < 4:
+                time.sleep(0.01)
+            gated.gate.set()
+            vectors = [first.result(60)] + [future.result(60) for future in rest]
+        assert batcher.batches[-2:] == [1, 4]
+        singles = embedder.embed_images(images)
+        np.testing.assert_allclose(np.stack(vectors), singles, atol=1e-4)
+    finally:
+        batcher.close()
+    # Through the API: concurrent uploads of different images each find their own frame.
+    paths = world.images["paris"][:4] * 2
+
+    def upload(path: Path) -> tuple[Path, int]:
+        document = _ok(world.client.post("/api/search/image", files={"file": (path.name, path.read_bytes(),
+                                                                              "image/jpeg")}, data={"k": "1"}))
+        return path, document["results"][0]["frame_id"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for path, frame in pool.map(upload, paths):
+            assert world.frames[frame]["path"] == str(path)

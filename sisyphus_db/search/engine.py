@@ -66,12 +66,12 @@ def validate_request(request: SearchRequest) -> None:
 
 
 def search(db: Database, model: StoredModel, query: Query, request: SearchRequest, *,
-           loaded: tuple[IndexRecord, Any] | None = None) -> SearchOutcome:
+           loaded: tuple[IndexRecord, Any] | None = None, refine: Any = None) -> SearchOutcome:
     """Run one search and, unless request.save is False, store it as a search run.
 
     `loaded`: the faiss registry row and its index already in memory (the server keeps them
     and checks the registry itself), so a faiss search neither queries the registry nor
-    touches the index file.
+    touches the index file; `refine`: the refine store loaded with that index.
     """
     validate_request(request)
     started = time.perf_counter()
@@ -102,7 +102,8 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
             return found, found[0].size < depth
         assert record is not None
         found, info = faiss_neighbours(db, model, record, query.vector, depth, nprobe=request.nprobe,
-                                       frame_filter=frame_filter, index=index)
+                                       frame_filter=frame_filter, index=index,
+                                       store=refine if preloaded else None)
         # Fewer re-ranked results than candidates is not the end: candidates whose frames
         # were deleted since the last `index update` are dropped, and deeper search refills k.
         exhausted = bool(info.pop("exhausted"))

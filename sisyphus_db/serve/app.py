@@ -72,6 +72,7 @@ def create_app(config: ServeConfig, *, db: Database | None = None) -> FastAPI:
         try:
             yield
         finally:
+            state.close()
             for database in {id(d): d for d in (fast, durable)}.values():
                 if database is not opened:
                     database.dispose()

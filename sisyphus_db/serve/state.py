@@ -18,6 +18,7 @@ from sisyphus_db.config import Settings
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import InputError, ModelError
 from sisyphus_db.serve.auth import Tokens
+from sisyphus_db.serve.embedding import BatchedEmbedder, EmbedBatcher
 from sisyphus_db.serve.indexes import IndexCache, LoadedIndex
 from sisyphus_db.store.registry import StoredModel, stored_models
 
@@ -52,7 +53,7 @@ class ServerState:
         self.db = db  # searches and the runs they store (commits need not wait for the disk)
         self.durable_db = durable_db or db  # labels: every commit is on disk before the answer
         self.indexes = IndexCache(db, config.registry_ttl_s)
-        self.embed_lock = threading.Lock()  # one forward pass at a time: it already uses every core
+        self.batcher = EmbedBatcher()  # one forward pass at a time, concurrent query images batched
         self._models: list[StoredModel] = []
         self._models_at = float("-inf")
         self._models_lock = threading.Lock()
@@ -112,6 +113,12 @@ class ServerState:
         except ModelError as exc:
             raise ModelError(f"model {model.name} cannot embed query images here: {exc}") from None
 
+    def batched_embedder(self, model: StoredModel) -> BatchedEmbedder:
+        return BatchedEmbedder(self.embedder(model), self.batcher)
+
+    def close(self) -> None:
+        self.batcher.close()
+
     def can_embed(self, model: StoredModel) -> bool:
         from sisyphus_db.embed.models import get_model_spec
 
@@ -139,8 +146,8 @@ def tune_threads() -> None:
     """Thread counts for a server: parallelism comes from concurrent requests, not inside one.
 
     A single faiss query gains nothing from OpenMP and several of them would fight over
-    the cores; torch keeps its default (every core) because forward passes are serialised
-    by the state's embed lock.
+    the cores; torch keeps its default (every core) because forward passes run one at a
+    time, concurrent query images batched (sisyphus_db.serve.embedding).
     """
     import faiss
 

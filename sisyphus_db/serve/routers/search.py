@@ -50,7 +50,8 @@ def run_search(state: ServerState, model: StoredModel, query: Query, *, started:
         except AnnIndexError as exc:  # a parameter this index does not have: the request is wrong
             raise InputError(str(exc)) from None
     outcome = search(state.db, model, query, request,
-                     loaded=(loaded.record, loaded.index) if loaded is not None else None)
+                     loaded=(loaded.record, loaded.index) if loaded is not None else None,
+                     refine=loaded.store if loaded is not None else None)
     results = result_rows(state.db, outcome.hits)
     warnings = [*outcome.warnings, *(loaded.warnings if loaded is not None else [])]
     return {"run_id": outcome.run_id, "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 3),
@@ -150,9 +151,8 @@ def search_image(
     limit = state.config.max_upload_bytes
     data = file.file.read(limit + 1)
     image = decode_upload(data, limit)
-    embedder = state.embedder(stored)
+    embedder = state.batched_embedder(stored)
     description = {"kind": "image", "upload": (file.filename or "")[:200], "sha256": image.sha256, "bytes": len(data)}
-    with state.embed_lock:
-        query = query_from_rgb([image.rgb], stored, embedder, description)
+    query = query_from_rgb([image.rgb], stored, embedder, description)
     return run_search(state, stored, query, started=started, k=count, filters=conditions, per_source=cap,
                       backend=backend, nprobe=probes)
