@@ -56,7 +56,7 @@ def test_known_speed_change_and_dropped_frames() -> None:
 
 def test_excerpt_inside_unrelated_query_gives_its_range() -> None:
     times, vectors = _smooth_sequence(40.0, 0.5, seed=5)
-    filler_times, filler = _smooth_sequence(30.0, 0.5, seed=99)
+    _filler_times, filler = _smooth_sequence(30.0, 0.5, seed=99)
     # Query: 10 s of unrelated video, then candidate seconds 12-18, then 10 s unrelated again.
     excerpt = _resample(times, vectors, np.arange(12.0, 18.0, 0.5), noise=0.1, seed=6)
     q_vectors = np.concatenate([filler[:20], excerpt, filler[30:50]])

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-
 from conftest import CliRunner
+
 from sisyphus_db.config import Settings
 from sisyphus_db.db.database import open_database
 from sisyphus_db.temporal.audio_features import (

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CliRunner
 from PIL import Image
 
-from conftest import CliRunner
 from sisyphus_db.media.synthetic import write_test_image
 from sisyphus_db.temporal.hash_dedup import hamming_pairs
 from sisyphus_db.temporal.hashing import hamming, phash_bits, whash_bits
-
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="sisyphus-blobs-"))
 

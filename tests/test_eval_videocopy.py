@@ -8,11 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-
 from conftest import CliRunner
+
 from sisyphus_db.config import Settings
 from sisyphus_db.db.database import open_database
-from sisyphus_db.temporal.transforms import TRANSFORMATIONS, make_copy, read_frames, write_generated_video
+from sisyphus_db.temporal.transforms import (
+    TRANSFORMATIONS,
+    make_copy,
+    read_frames,
+    write_generated_video,
+)
 
 
 def test_every_transformation_writes_a_copy_with_its_truth(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-
 from conftest import CliRunner, create_database_from_template
+
 from sisyphus_db.config import Settings
 from sisyphus_db.db.database import open_database
 from sisyphus_db.db.embedded import EmbeddedServer
@@ -23,7 +23,12 @@ from sisyphus_db.search.indexing import resolve_model
 from sisyphus_db.temporal.align import temporal_iou
 from sisyphus_db.temporal.segments import build_segments
 from sisyphus_db.temporal.transforms import make_copy, write_generated_video
-from sisyphus_db.temporal.windows import check_window, pool_window, segment_vectors, window_bounds
+from sisyphus_db.temporal.windows import (
+    check_window,
+    pool_window,
+    segment_vectors,
+    window_bounds,
+)
 
 # ---- window maths ------------------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ def second_vectors(samples: npt.NDArray[np.float32], seconds: float = 1.0) -> Au
     if not seconds > 0:
         raise InputError(f"audio segment length must be > 0 s, got {seconds:g}")
     mel = log_mel(samples)
-    per = int(round(seconds * SAMPLE_RATE / HOP))
+    per = round(seconds * SAMPLE_RATE / HOP)
     total = samples.size / SAMPLE_RATE
     starts, vectors = [], []
     for number in range(int(np.ceil(total / seconds))):

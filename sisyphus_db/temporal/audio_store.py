@@ -22,7 +22,13 @@ from pgvector import HalfVector
 from sisyphus_db.db.database import Database
 from sisyphus_db.db.models import SearchResult, SearchRun
 from sisyphus_db.errors import InputError, MediaError
-from sisyphus_db.temporal.audio_features import METHOD, NoAudioError, decode_audio, has_audio, second_vectors
+from sisyphus_db.temporal.audio_features import (
+    METHOD,
+    NoAudioError,
+    decode_audio,
+    has_audio,
+    second_vectors,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ def tone_track(seconds: float, tones: Sequence[tuple[float, float, float]], *, s
                rate: int = AUDIO_RATE) -> np.ndarray:
     """Mono float32 samples: quiet noise, with a sine of `freq` Hz over each (start, end, freq)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     samples = 0.005 * rng.standard_normal(t.size)
     for start, end, freq in tones:
         inside = (t >= start) & (t < end)

@@ -76,8 +76,8 @@ def _resize(rgb: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[
 def filler_frames(seconds: float, fps: float, size: tuple[int, int], seed: int) -> Frames:
     """Generated footage that is in no corpus: slowly panning blobs, a new look every 2 s."""
     frames: Frames = []
-    count = int(round(seconds * fps))
-    per_look = max(1, int(round(2 * fps)))
+    count = round(seconds * fps)
+    per_look = max(1, round(2 * fps))
     for index in range(count):
         look = Segment("blobs", 2.0, seed=10_000 + seed * 97 + index // per_look, motion=1.5)
         frames.append(segment_frame(look, index % per_look, size))
@@ -110,13 +110,13 @@ def make_copy(source: Path, transformation: str, out: Path, *, rng: np.random.Ge
         return CopyTruth(transformation, out, str(source), whole, whole)
     if transformation == "speed":
         count = int(len(frames) / 1.25)
-        picked = [frames[min(len(frames) - 1, int(round(i * 1.25)))] for i in range(count)]
+        picked = [frames[min(len(frames) - 1, round(i * 1.25))] for i in range(count)]
         write_frames(out, picked, fps)
         return CopyTruth(transformation, out, str(source), (0.0, count / fps), (0.0, min(duration, count * 1.25 / fps)))
     if transformation in ("excerpt", "insert"):
         length = float(rng.uniform(min_excerpt, min(max_excerpt, duration)))
         start = float(rng.uniform(0.0, max(0.0, duration - length)))
-        first, count = int(round(start * fps)), int(round(length * fps))
+        first, count = round(start * fps), round(length * fps)
         piece = frames[first:first + count]
         match = (first / fps, (first + len(piece)) / fps)
         if transformation == "excerpt":
