@@ -78,9 +78,14 @@ def filler_frames(seconds: float, fps: float, size: tuple[int, int], seed: int) 
     frames: Frames = []
     count = round(seconds * fps)
     per_look = max(1, round(2 * fps))
+    base: npt.NDArray[np.uint8] | None = None
     for index in range(count):
-        look = Segment("blobs", 2.0, seed=10_000 + seed * 97 + index // per_look, motion=1.5)
-        frames.append(segment_frame(look, index % per_look, size))
+        if index % per_look == 0 or base is None:
+            # One picture per look, panned: the same frames segment_frame makes, without
+            # recomputing the blobs for every frame.
+            base = segment_frame(Segment("blobs", 2.0, seed=10_000 + seed * 97 + index // per_look), 0, size)
+        shift = int(round(1.5 * (index % per_look)))
+        frames.append(np.roll(base, shift, axis=1) if shift else base)
     return frames
 
 
