@@ -249,6 +249,8 @@ def test_upload_search_click_and_label_with_the_keyboard(served: Served, page: A
     expect(cards.nth(2)).to_have_attribute("data-mark", "neg")
     expect(cards.nth(0).locator(".chip.pos")).to_contain_text(LABEL)
     expect(cards.nth(2).locator(".chip.neg")).to_contain_text(LABEL)
+    # The current-label field autocompletes from the labels that now exist.
+    expect(page.locator(f"#label-options option[value='{LABEL}']")).to_have_count(1)
     rows = _labels(served, LABEL)
     assert set(rows) == set(ids[:3])
     assert [rows[i][0] for i in ids[:3]] == [True, True, False]
