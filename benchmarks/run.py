@@ -30,13 +30,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BENCHMARKS = {"ingest": "bench_ingest.py", "search": "bench_search.py", "labelling": "bench_labelling.py"}
+BENCHMARKS = {"ingest": "bench_ingest.py", "search": "bench_search.py", "labelling": "bench_labelling.py",
+              "serve": "bench_serve.py"}
 # Small settings for --quick, used only when a benchmark has no --quick of its own and
 # accepts the flag (checked against its --help).
 QUICK_FLAGS: dict[str, list[tuple[str, str]]] = {
     "search": [("--sizes", "20000"), ("--queries", "50"), ("--batch-queries", "500"), ("--pgvector-batch", "100"),
                ("--filtered-queries", "20"), ("--exact-queries", "5")],
     "ingest": [("--frames", "200"), ("--videos", "1"), ("--images", "200")],
+    "serve": [("--frames", "20000"), ("--seconds", "5"), ("--cli-runs", "2")],
 }
 
 
