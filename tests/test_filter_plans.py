@@ -1,0 +1,80 @@
+"""Every faiss filter plan against exact filtered search in SQL, at 1 %, 10 % and 50 % selectivity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from vector_data import SELECTIVITY_FILTERS, Corpus, make_corpus, recall_at
+
+import sisyphus_db.search.faiss_plans as faiss_plans
+from sisyphus_db.db.database import Database
+from sisyphus_db.search.backends import exact_neighbours
+from sisyphus_db.search.engine import SearchRequest, search
+from sisyphus_db.search.filters import FrameFilter
+from sisyphus_db.search.indexing import build_faiss_index
+from sisyphus_db.search.queries import Query
+
+QUERIES = 8
+DEPTH = 40
+
+
+@pytest.fixture
+def corpus(database: Database) -> Corpus:
+    return make_corpus(database, n=5_000, d=32, n_sources=100, model_name="plans-32")
+
+
+# The plans a selectivity can use, and the recall@10 each must keep there. filter-candidates
+# alone cannot find k matches for a selective filter (that is why the planner moves on).
+MINIMUM = {
+    "exact-filtered": {0.01: 1.0, 0.10: 1.0, 0.50: 1.0},
+    "id-selector": {0.01: 0.95, 0.10: 0.95, 0.50: 0.95},
+    "over-fetch": {0.01: 0.95, 0.10: 0.95, 0.50: 0.95},
+    "filter-candidates": {0.50: 0.95},
+}
+
+
+@pytest.mark.slow
+def test_each_plan_against_exact_filtered_search(database: Database, corpus: Corpus) -> None:
+    record = build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4").record
+    for selectivity, where in SELECTIVITY_FILTERS.items():
+        truths = [exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
+                  for q in corpus.queries[:QUERIES]]
+        city = where.split("'")[-2]
+        for plan, minimum in MINIMUM.items():
+            recalls = []
+            for q, truth in zip(corpus.queries[:QUERIES], truths, strict=True):
+                (ids, distances), info = faiss_plans.faiss_neighbours(
+                    database, corpus.model, record, q, DEPTH, nprobe=None,
+                    frame_filter=FrameFilter(database, where, corpus.model.id), plan=plan)
+                assert info["strategy"].startswith(plan) and info["rerank"] == "memory"
+                assert all(corpus.cities[int(i)] == city for i in ids)  # only allowed frames, ever
+                assert list(distances) == sorted(distances)
+                recalls.append(recall_at(ids[:10].tolist(), truth))
+            if selectivity in minimum:
+                assert np.mean(recalls) >= minimum[selectivity], (plan, selectivity, np.mean(recalls))
+
+
+def test_the_planner_searches_selective_filters_in_memory(database: Database, corpus: Corpus,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4")
+    expected = {0.01: "exact-filtered", 0.10: "exact-filtered", 0.50: "filter-candidates"}
+    for selectivity, where in SELECTIVITY_FILTERS.items():
+        q = corpus.queries[0]
+        outcome = search(database, corpus.model, Query(q, {"kind": "vector"}), SearchRequest(k=10, where=where,
+                                                                                            save=False))
+        assert outcome.params["strategy"] == expected[selectivity]
+        truth = exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
+        assert recall_at([hit.frame_id for hit in outcome.hits], truth) >= 0.9
+    # Above the exact threshold the allowed ids go through faiss's IDSelector instead.
+    monkeypatch.setattr(faiss_plans, "EXACT_MAX", 10)
+    outcome = search(database, corpus.model, Query(corpus.queries[0], {"kind": "vector"}),
+                     SearchRequest(k=10, where=SELECTIVITY_FILTERS[0.10], save=False))
+    assert outcome.params["strategy"] == "id-selector" and len(outcome.hits) == 10
+
+
+def test_ids_without_the_vector_join_are_the_same_here(database: Database, corpus: Corpus) -> None:
+    where = SELECTIVITY_FILTERS[0.10]
+    with_join = FrameFilter(database, where, corpus.model.id).all_ids()
+    without = FrameFilter(database, where, corpus.model.id).all_ids(with_vector=False)
+    np.testing.assert_array_equal(with_join, without)
+    assert with_join.size == pytest.approx(500, abs=60)
