@@ -22,7 +22,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Only these files are served: a request can never name any other file.
 _MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".svg": "image/svg+xml"}
-MODULES = ("common.js", "cards.js", "review.js", "source.js")
+MODULES = ("common.js", "cards.js", "results.js", "review.js", "source.js")
 
 router = APIRouter(include_in_schema=False)
 
