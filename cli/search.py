@@ -23,6 +23,15 @@ def search(
     vector: Annotated[Path | None, typer.Option("--vector", help="Query vector in a .npy file.")] = None,
     text: Annotated[str | None, typer.Option("--text", help="An ImageNet class name (e.g. 'motor scooter', "
                                              "'street sign'), searched through the model's classifier.")] = None,
+    method: Annotated[str, typer.Option("--method", help="global (pooled frame vectors), regions (region vectors: "
+                                        "`sisyphus regions build`) or bow (visual words: `sisyphus bow build`); "
+                                        "regions and bow return the matched `box`.")] = "global",
+    box: Annotated[str | None, typer.Option("--box", help="Search for this part of the --image: x0,y0,x1,y1 "
+                                            "in pixels.")] = None,
+    focus: Annotated[str | None, typer.Option("--focus", help="An ImageNet class to focus the --image query on "
+                                              "(its classifier weights re-weight the feature map).")] = None,
+    expand: Annotated[int, typer.Option("--expand", help="--method bow: expand the query with the N best "
+                                        "localised regions.")] = 0,
     k: Annotated[int, typer.Option("--k", help="Number of results.")] = 10,
     where: Annotated[str | None, typer.Option("--where", help="SQL filter over frames, sources and tags, e.g. "
                                               "\"sources.tags->>'city' = 'berlin' AND frames.pts_seconds > 60\".")] = None,
@@ -71,11 +80,22 @@ def search(
     request = SearchRequest(k=k, backend=backend, where=where, nprobe=nprobe, per_source=per_source,
                             save=not no_save, name=save)
     validate_request(request)
+    from sisyphus_db.local.grid import parse_box
+    from sisyphus_db.local.search import LocalRequest, local_search, validate_local
+
+    local = LocalRequest(method=method, box=parse_box(box) if box is not None else None, focus=focus, expand=expand)
+    if local.is_local:
+        if frame is not None or vector is not None or text is not None:
+            raise InputError("--method, --box, --focus and --expand take an --image query")
+        validate_local(local, request, len(image or []))
     with database(ctx) as db:
         stored = resolve_model(db, model)
-        query = build_query(db, stored, images=image or [], frame_id=frame, vector_file=vector, text=text,
-                            device=device)
-        outcome = run_search(db, stored, query, request)
+        if local.is_local:
+            outcome = local_search(db, stored, (image or [])[0], request, local, device=device)
+        else:
+            query = build_query(db, stored, images=image or [], frame_id=frame, vector_file=vector, text=text,
+                                device=device)
+            outcome = run_search(db, stored, query, request)
     for warning in outcome.warnings:
         stderr_console().print(f"warning: {warning}", soft_wrap=True, markup=False)
     if json_output:
@@ -83,10 +103,12 @@ def search(
         return
     if csv_output:
         writer = csv.writer(sys.stdout)
-        writer.writerow(RESULT_COLUMNS)
+        boxed = any(hit.box is not None for hit in outcome.hits)
+        writer.writerow(RESULT_COLUMNS + (("box",) if boxed else ()))
         for hit in outcome.hits:
             row = hit.to_json()
-            writer.writerow([row[column] for column in RESULT_COLUMNS])
+            writer.writerow([row[column] for column in RESULT_COLUMNS]
+                            + ([" ".join(map(str, hit.box)) if hit.box else ""] if boxed else []))
         return
     table = Table("rank", "distance", "source", "time s", "path", title=f"{len(outcome.hits)} results "
                   f"({outcome.backend}, {outcome.elapsed_ms:.0f} ms)" + (f", run {outcome.run_id}" if outcome.run_id else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,22 @@ class SearchOutcome:
                 "elapsed_ms": round(self.elapsed_ms, 3), "results": [hit.to_json() for hit in self.hits]}
 
 
+class SearchMethod(Protocol):
+    """Another way to find frames (regions, bag of words): the planner keeps the rest.
+
+    `neighbours(depth)` returns the nearest `depth` frames (ids, distances, nearest first)
+    with the request's filter already applied, and whether asking for more could not find
+    others; `boxes` says where in each returned frame the match is.
+    """
+
+    name: str
+    params: dict[str, Any]
+    boxes: dict[int, tuple[int, int, int, int]]
+    warnings: list[str]
+
+    def neighbours(self, depth: int) -> tuple[Neighbours, bool]: ...
+
+
 def validate_request(request: SearchRequest) -> None:
     if request.backend not in BACKENDS:
         raise InputError(f"unknown backend {request.backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -66,8 +82,12 @@ def validate_request(request: SearchRequest) -> None:
 
 
 def search(db: Database, model: StoredModel, query: Query, request: SearchRequest, *,
-           loaded: tuple[IndexRecord, Any] | None = None, refine: Any = None) -> SearchOutcome:
+           loaded: tuple[IndexRecord, Any] | None = None, method: SearchMethod | None = None,
+           refine: Any = None) -> SearchOutcome:
     """Run one search and, unless request.save is False, store it as a search run.
+
+    `method`: find the frames another way (sisyphus_db.local); k, --per-source, the
+    deepening loop, the metadata join and the stored run stay the same.
 
     `loaded`: the faiss registry row and its index already in memory (the server keeps them
     and checks the registry itself), so a faiss search neither queries the registry nor
@@ -77,19 +97,26 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
     started = time.perf_counter()
     warnings: list[str] = []
     preloaded = loaded is not None and request.backend == "faiss"
-    record = loaded[0] if loaded is not None and preloaded else _index_for(db, model, request.backend, warnings)
-    index = loaded[1] if loaded is not None and preloaded else None
+    if method is not None:
+        record, index = None, None
+        warnings += method.warnings
+    else:
+        record = loaded[0] if loaded is not None and preloaded else _index_for(db, model, request.backend, warnings)
+        index = loaded[1] if loaded is not None and preloaded else None
     if record is not None and request.nprobe is not None:
         from sisyphus_db.ann.params import check_nprobe
         from sisyphus_db.search.indexing import load_faiss_index
 
         # misspelt or inapplicable: fails loudly
         check_nprobe(index if index is not None else load_faiss_index(record), request.nprobe)
-    frame_filter = FrameFilter(db, request.where, model.id) if request.where and request.backend == "faiss" else None
+    frame_filter = (FrameFilter(db, request.where, model.id)
+                    if request.where and request.backend == "faiss" and method is None else None)
     params: dict[str, Any] = {}
 
     def neighbours(depth: int) -> tuple[Neighbours, bool]:
         """The nearest `depth` frames, and whether asking for more could not find others."""
+        if method is not None:
+            return method.neighbours(depth)
         if request.backend == "exact":
             found = exact_neighbours(db, model, query.vector, depth, where=request.where)
             return found, found[0].size < depth
@@ -124,10 +151,14 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
             break
         depth = min(total, depth * 4)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
+    boxes = method.boxes if method is not None else {}
     hits = [
-        SearchHit(rank=rank, frame_id=frame_id, distance=float(distance), **details[frame_id])
+        SearchHit(rank=rank, frame_id=frame_id, distance=float(distance), **details[frame_id], box=boxes.get(frame_id))
         for rank, (frame_id, distance) in enumerate((item for item in kept if item[0] in details), start=1)
     ]
+    if method is not None:
+        params = {**params, **method.params, "method": method.name,
+                  "boxes": {str(hit.frame_id): list(hit.box) for hit in hits if hit.box is not None}}
     params = {**params, "k": request.k, "per_source": request.per_source, "model": model.name}
     run_id = None
     if request.save:

@@ -26,9 +26,16 @@ class SearchHit:
     height: int
     source_kind: str
     tags: dict[str, Any]
+    # Where in the frame the match is (x0, y0, x1, y1 pixels): set by local methods (regions, bow).
+    box: tuple[int, int, int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        document = asdict(self)
+        if self.box is None:
+            del document["box"]
+        else:
+            document["box"] = list(self.box)
+        return document
 
 
 def frame_details(db: Database, frame_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
