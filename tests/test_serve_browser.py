@@ -521,3 +521,20 @@ def test_a_large_source_lists_its_frames_a_page_at_a_time(served: Served, page: 
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
     assert drawn > 0
+
+
+def test_the_filter_controls_narrow_the_search(served: Served, page: Any) -> None:
+    page.goto(f"{served.url}/?k=50")
+    page.click(".filters summary")
+    page.select_option("#source-filter", str(served.video_source))
+    page.fill("#time-from", "1")
+    page.fill("#time-to", "5")
+    page.set_input_files("#file", str(served.query_image))
+    expect = sync_api.expect
+    expect(page.locator("#summary-text")).to_contain_text("results")
+    expect(page.locator("#filter-count")).to_have_text("(2)")
+    ids = _card_frame_ids(page)
+    with served.db.transaction() as conn:
+        rows = conn.execute(sa.text("SELECT id, source_id, pts_seconds FROM frames WHERE source_id = :s "
+                                    "AND pts_seconds BETWEEN 1 AND 5"), {"s": served.video_source}).all()
+    assert ids and set(ids) == {int(r[0]) for r in rows}
