@@ -64,6 +64,12 @@ def ingest(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames per forward pass and COPY.")] = 32,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decoding processes "
                                                 "(default: cores - 1, at most 4).")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Run as a Ray Data job: `--ray` "
+                                            "alone starts a local Ray instance, `--ray HOST:PORT` joins a cluster "
+                                            "(default address: $SISYPHUS_RAY_ADDRESS). Workers need the inputs at "
+                                            "the same paths and the database by URL.")] = None,
+    ray_actors: Annotated[int | None, typer.Option("--ray-actors", min=1, help="Embedding actors with --ray "
+                                                   "(default: one per GPU, or one).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON document.")] = False,
 ) -> None:
     """Ingest images, folders and videos: key frames, embeddings and rows in PostgreSQL.
@@ -98,7 +104,13 @@ def ingest(
         console=console, disable=not console.is_terminal,
     )
     with database(ctx) as db, progress:
-        summary = run_ingest(db, paths, options, _ProgressObserver(progress))
+        if ray is not None:
+            from sisyphus_db.distributed.ingest_job import run_ray_ingest
+
+            summary = run_ray_ingest(db, paths, options, address=ray, observer=_ProgressObserver(progress),
+                                     actors=ray_actors)
+        else:
+            summary = run_ingest(db, paths, options, _ProgressObserver(progress))
         if summary.frames:  # keep video segments current (only windows someone already built)
             from sisyphus_db.temporal.segments import refresh_segments
 

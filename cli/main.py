@@ -75,6 +75,9 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning library errors into one line on stderr."""
+    from sisyphus_db.cli.ray_option import normalise_ray_flag
+
+    argv = normalise_ray_flag(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="sisyphus", standalone_mode=False)
     except SisyphusError as exc:

@@ -144,9 +144,9 @@ def run_ingest(
         found = discover(paths)
         summary.ignored = found.ignored
         for failure in found.errors:
-            _record_failure(db, summary, InputFailed(0, str(failure.path), failure.reason, "discover"))
+            record_failure(db, summary, InputFailed(0, str(failure.path), failure.reason, "discover"))
 
-        tasks = _plan(db, found, options, model, spec.preprocessing, summary)
+        tasks = plan_tasks(db, found, options, model, spec.preprocessing, summary)
         sources = Counter(task.source_id for task in tasks)
         summary.sources = len(sources)
         observer.sources_planned(len(sources))
@@ -160,7 +160,7 @@ def run_ingest(
     return summary
 
 
-def _plan(db: Database, found: Any, options: IngestOptions, model: StoredModel, preprocessing: dict[str, Any],
+def plan_tasks(db: Database, found: Any, options: IngestOptions, model: StoredModel, preprocessing: dict[str, Any],
           summary: IngestSummary) -> list[VideoTask | ImageTask]:
     tasks: list[VideoTask | ImageTask] = []
     method = options.keyframes.method
@@ -186,7 +186,7 @@ def _plan(db: Database, found: Any, options: IngestOptions, model: StoredModel, 
     return tasks
 
 
-def _record_failure(db: Database, summary: IngestSummary, failure: InputFailed) -> None:
+def record_failure(db: Database, summary: IngestSummary, failure: InputFailed) -> None:
     # Library messages name the file first; the uri has its own column.
     reason = failure.reason.removeprefix(f"{failure.uri}: ")
     summary.errors += 1
@@ -390,28 +390,33 @@ class _Writer:
             update_source_details(self.db, payload.source_id, **payload.details)
         elif kind == "failed":
             self.failed_sources.add(payload.source_id)
-            _record_failure(self.db, self.summary, payload)
+            record_failure(self.db, self.summary, payload)
         elif kind == "complete":
             finish_source(self.db, payload, failed=payload in self.failed_sources)
             self.observer.source_finished()
 
     def _store(self, items: list[Candidate], vectors: np.ndarray) -> None:
-        rows = []
-        for item in items:
-            path = item.path
-            if item.jpeg is not None:
-                target = frame_jpeg_path(self.frames_dir, item.source_id, item.frame_index)
-                _write_atomic(target, item.jpeg)
-                path = str(target)
-            assert path is not None and item.sha256 is not None
-            rows.append(FrameRow(
-                source_id=item.source_id, frame_index=item.frame_index, pts_seconds=item.pts_seconds, path=path,
-                width=item.width, height=item.height, sha256=item.sha256, keyframe_method=item.keyframe_method,
-                keyframe_score=item.keyframe_score, captured_at=item.captured_at, metadata=item.metadata,
-            ))
-        result = load_frames(self.db, self.model.id, rows, vectors)
+        result = load_frames(self.db, self.model.id, frame_rows(items, self.frames_dir), vectors)
         self.summary.frames += result.frames_added
         self.observer.frames_stored(result.frames_added)
+
+
+def frame_rows(items: list[Candidate], frames_dir: Path) -> list[FrameRow]:
+    """The frames rows of kept candidates; video frames' JPEGs are written under frames_dir first."""
+    rows = []
+    for item in items:
+        path = item.path
+        if item.jpeg is not None:
+            target = frame_jpeg_path(frames_dir, item.source_id, item.frame_index)
+            _write_atomic(target, item.jpeg)
+            path = str(target)
+        assert path is not None and item.sha256 is not None
+        rows.append(FrameRow(
+            source_id=item.source_id, frame_index=item.frame_index, pts_seconds=item.pts_seconds, path=path,
+            width=item.width, height=item.height, sha256=item.sha256, keyframe_method=item.keyframe_method,
+            keyframe_score=item.keyframe_score, captured_at=item.captured_at, metadata=item.metadata,
+        ))
+    return rows
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -171,3 +171,24 @@ def _run_images(task: ImageTask, results: Queue[Any], parent_pid: int) -> None:
     if chunk:
         _put(results, Candidates(task.source_id, chunk), parent_pid)
     _put(results, TaskDone(task.source_id), parent_pid)
+
+
+class _Collected:
+    """A stand-in for the result queue that keeps every message, for one task run in-process."""
+
+    def __init__(self) -> None:
+        self.messages: list[object] = []
+
+    def put(self, message: object, timeout: float | None = None) -> None:
+        self.messages.append(message)
+
+
+def decode_task(task: VideoTask | ImageTask) -> list[object]:
+    """Run one decoding task here and return its messages in order (Ray's decoding tasks use this)."""
+    collected = _Collected()
+    # No parent to watch: the collector never fills up, so the orphan check never runs.
+    if isinstance(task, VideoTask):
+        _run_video(task, collected, os.getppid())  # type: ignore[arg-type]
+    else:
+        _run_images(task, collected, os.getppid())  # type: ignore[arg-type]
+    return collected.messages
