@@ -283,6 +283,8 @@ class DuplicateGroup(Base):
     __table_args__ = (Index("ix_duplicate_groups_group_id", "group_id"),)
 
     model_id: Mapped[int] = mapped_column(Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    # Each dedup method (embedding, phash) keeps its own groups (migration 0006).
+    method: Mapped[str] = mapped_column(Text, primary_key=True, server_default="embedding")
     frame_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
     group_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     is_representative: Mapped[bool] = mapped_column(Boolean, nullable=False)

@@ -147,10 +147,10 @@ def find_duplicates(db: Database, model: StoredModel, *, threshold: float | None
     started = time.perf_counter()
     distances = chosen.distances(db, model, groups.frame_id, groups.group_id) if groups.frames else \
         np.empty(0, dtype=np.float32)
-    _store(db, model, groups, distances, limit)
+    _store(db, model, method, groups, distances, limit)
     write_seconds = time.perf_counter() - started
 
-    counts, top = _counts(db, model, largest)
+    counts, top = _counts(db, model, method, largest)
     return DedupReport(method=method, model=model.name, threshold=limit, pairs=int(a.size), groups=counts[0],
                        frames_in_groups=counts[1], cross_video_groups=counts[2], within_video_groups=counts[3],
                        droppable_frames=counts[1] - counts[0], representative_rule=REPRESENTATIVE_RULE,
@@ -158,26 +158,35 @@ def find_duplicates(db: Database, model: StoredModel, *, threshold: float | None
                        largest=top, exact_duplicates=chosen.extra(db, model) if hasattr(chosen, "extra") else None)
 
 
-def _store(db: Database, model: StoredModel, groups: Groups, distances: npt.NDArray[np.float32],
+def _store(db: Database, model: StoredModel, method: str, groups: Groups, distances: npt.NDArray[np.float32],
            threshold: float) -> None:
     with db.copy_connection() as conn:
-        conn.execute("DELETE FROM duplicate_groups WHERE model_id = %s", (model.id,))
-        copy_in(conn, "duplicate_groups",
+        conn.execute("DELETE FROM duplicate_groups WHERE model_id = %s AND method = %s", (model.id, method))
+        # The binary COPY writes numeric columns only: stage them, then add the method in SQL.
+        conn.execute("CREATE TEMP TABLE duplicate_stage (model_id integer, frame_id bigint, group_id bigint, "
+                     "is_representative boolean, distance real, threshold real) ON COMMIT DROP")
+        copy_in(conn, "duplicate_stage",
                 [("model_id", "integer"), ("frame_id", "bigint"), ("group_id", "bigint"),
                  ("is_representative", "boolean"), ("distance", "real"), ("threshold", "real")],
                 {"model_id": model.id, "frame_id": groups.frame_id, "group_id": groups.group_id,
                  "is_representative": groups.is_representative, "distance": distances, "threshold": threshold},
                 groups.frames)
+        conn.execute("INSERT INTO duplicate_groups (model_id, method, frame_id, group_id, is_representative, distance, "
+                     "threshold) SELECT model_id, %s, frame_id, group_id, is_representative, distance, threshold "
+                     "FROM duplicate_stage", (method,))
+        conn.execute("DROP TABLE duplicate_stage")
 
 
-def _counts(db: Database, model: StoredModel, largest: int) -> tuple[tuple[int, int, int, int], list[GroupSummary]]:
+def _counts(db: Database, model: StoredModel, method: str,
+            largest: int) -> tuple[tuple[int, int, int, int], list[GroupSummary]]:
     with db.transaction() as conn:
         row = conn.execute(sa.text(
             "SELECT count(*), coalesce(sum(size), 0), count(*) FILTER (WHERE sources > 1), "
-            "count(*) FILTER (WHERE sources = 1) FROM duplicate_group_sizes WHERE model_id = :m"),
-            {"m": model.id}).one()
+            "count(*) FILTER (WHERE sources = 1) FROM duplicate_group_sizes WHERE model_id = :m AND method = :k"),
+            {"m": model.id, "k": method}).one()
         top = conn.execute(sa.text(
             "SELECT group_id, size, sources, max_distance, representative_path FROM duplicate_group_sizes "
-            "WHERE model_id = :m ORDER BY size DESC, group_id LIMIT :n"), {"m": model.id, "n": largest}).all()
+            "WHERE model_id = :m AND method = :k ORDER BY size DESC, group_id LIMIT :n"),
+            {"m": model.id, "k": method, "n": largest}).all()
     return ((int(row[0]), int(row[1]), int(row[2]), int(row[3])),
             [GroupSummary(int(r[0]), int(r[1]), int(r[2]), float(r[3]), r[4]) for r in top])
