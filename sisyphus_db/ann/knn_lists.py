@@ -42,10 +42,13 @@ def list_members(index: Any) -> list[npt.NDArray[np.int64]]:
 
 def knn_graph_by_lists(index: Any, store: RefineStore, k: int, *, nprobe: int,
                        live_ids: npt.NDArray[np.int64] | None = None,
-                       progress: Callable[[int], None] | None = None) -> Edges:
+                       progress: Callable[[int], None] | None = None,
+                       lists: range | None = None) -> Edges:
     """Edges (src, dst, cosine distance) to the k nearest other frames of every frame in the index.
 
     live_ids: sorted frame ids that still exist; others are neither sources nor targets.
+    lists: only the members of these inverted lists are sources (a share of the work, e.g. one
+      Ray task's: sisyphus_db.distributed.knn_job); their neighbours still come from every list.
     Edges come grouped by source, nearest first.
     """
     import faiss
@@ -62,7 +65,7 @@ def knn_graph_by_lists(index: Any, store: RefineStore, k: int, *, nprobe: int,
     src_parts: list[npt.NDArray[np.int64]] = []
     dst_parts: list[npt.NDArray[np.int64]] = []
     dist_parts: list[npt.NDArray[np.float32]] = []
-    for list_no in range(ivf.nlist):
+    for list_no in lists if lists is not None else range(ivf.nlist):
         own = members[list_no]
         if own.size == 0:
             continue

@@ -105,8 +105,6 @@ def build_faiss_index(
     from sisyphus_db.ann.build import build_index
     from sisyphus_db.ann.device import resolve_faiss_device
     from sisyphus_db.ann.factory import choose_factory
-    from sisyphus_db.ann.files import write_index_atomic
-    from sisyphus_db.ann.tune import tune
 
     if not 0.0 < target_recall <= 1.0:
         raise InputError(f"--target-recall must be in (0, 1], got {target_recall}")
@@ -124,6 +122,20 @@ def build_faiss_index(
     logger.info("building %s over %d %d-d vectors on %s", factory, ids.size, model.dim, where)
     index = build_index(vectors, ids, factory=factory, train_size=train_size, device=where,
                         progress=_stage(progress, "add vectors", int(ids.size)))
+    return finish_faiss_build(db, model, index, ids, vectors, factory=factory, kind=kind, device=where,
+                              target_recall=target_recall, train_size=train_size, started=started,
+                              progress=progress)
+
+
+def finish_faiss_build(db: Database, model: StoredModel, index: Any, ids: np.ndarray, vectors: np.ndarray, *,
+                       factory: str, kind: str, device: str, target_recall: float, train_size: int | None,
+                       started: float, progress: Progress | None = None) -> BuildReport:
+    """Tune, write (atomically), write the refine store and register a filled index: the tail of
+    every faiss build, local or sharded (sisyphus_db.distributed.index_job). ids ascending."""
+    from sisyphus_db.ann.files import write_index_atomic
+    from sisyphus_db.ann.tune import tune
+
+    where = device
     # The rerank reads the refine store in memory (~1 us a candidate, ~16 scanned PQ codes),
     # not PostgreSQL (tune's default weight): deeper reranks with fewer probes now win.
     tuned = tune(index, vectors, ids, target_recall=target_recall, progress=_stage(progress, "tune"),

@@ -120,11 +120,15 @@ def model_vectors(
     above_id: int = 0,
     progress: Callable[[int], None] | None = None,
     table: VectorTable = FRAMES,
+    up_to_id: int | None = None,
 ) -> IdsAndVectors:
-    """Every (id, vector) of a model with id > above_id, in id order (frame ids for FRAMES)."""
+    """Every (id, vector) of a model with above_id < id <= up_to_id, in id order (frame ids for FRAMES).
+
+    up_to_id bounds a shard's id range (sisyphus_db.distributed.index_job); None: no bound."""
+    upper = "" if up_to_id is None else f" AND {table.id_column} <= {int(up_to_id)}"
     with db.copy_connection() as conn:
         select = (f"SELECT {table.id_column}, vec FROM {table.table} WHERE model_id = {int(model_id)} "
-                  f"AND {table.id_column} > {int(above_id)} ORDER BY {table.id_column}")
+                  f"AND {table.id_column} > {int(above_id)}{upper} ORDER BY {table.id_column}")
         return _copy_out_vectors(conn, select, dim * table.dim_factor, progress=progress)
 
 
