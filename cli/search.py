@@ -25,7 +25,8 @@ def search(
                                              "'street sign'), searched through the model's classifier.")] = None,
     method: Annotated[str, typer.Option("--method", help="global (pooled frame vectors), regions (region vectors: "
                                         "`sisyphus regions build`) or bow (visual words: `sisyphus bow build`); "
-                                        "regions and bow return the matched `box`.")] = "global",
+                                        "regions and bow return the matched `box`; phash: nearest perceptual "
+                                        "hashes (`sisyphus hashes build`).")] = "global",
     box: Annotated[str | None, typer.Option("--box", help="Search for this part of the --image: x0,y0,x1,y1 "
                                             "in pixels.")] = None,
     focus: Annotated[str | None, typer.Option("--focus", help="An ImageNet class to focus the --image query on "
@@ -71,6 +72,11 @@ def search(
 
         return render_audio_search(ctx, frame=audio_of, path=audio, k=k, save=save, no_save=no_save,
                                    json_output=json_output)
+    if method == "phash":  # perceptual hashes (sisyphus_db.temporal)
+        from sisyphus_db.cli.hashes import render_hash_search
+
+        return render_hash_search(ctx, images=image or [], frame=frame, k=k, save=save, no_save=no_save,
+                                  json_output=json_output)
     from sisyphus_db.search.engine import SearchRequest, search as run_search, validate_request
     from sisyphus_db.search.indexing import resolve_model
     from sisyphus_db.search.queries import build_query
