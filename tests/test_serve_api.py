@@ -469,6 +469,16 @@ def test_every_bad_input_is_a_4xx_json_error_and_changes_nothing(world: World, t
            "no ready faiss index")
     _error(client.post("/api/search", json={"frame_id": frame, "model": "resnet-nope"}), 400, "no vectors")
     _error(client.get("/api/sources", params={"limit": 0}), 400, "limit")
+    # Ids beyond bigint are refused, never a 500.
+    huge = str(2**70)
+    for path in (f"/api/frames/{huge}", f"/api/frames/{huge}/thumbnail", f"/api/sources/{huge}/frames",
+                 f"/api/runs/{huge}", f"/api/sources?offset={huge}"):
+        response = client.get(path)
+        assert response.status_code in (400, 404), (path, response.text)
+        _error(response, response.status_code)
+    _error(client.delete(f"/api/labels/nope/frames/{huge}"), 404)
+    _error(client.post("/api/search", json={"frame_id": 2**70}), 422, "frame_id")
+    _error(client.post("/api/labels", json={"name": "x", "frame_ids": [2**70]}), 422, "frame_ids")
     _error(client.get("/api/runs", params={"offset": 1, "page": 2}), 400, "not both")
     assert _counts(world.db) == before
 

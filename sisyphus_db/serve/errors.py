@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -105,6 +107,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(psycopg.DataError)
+    @app.exception_handler(sa_exc.DataError)
+    async def data_error(request: Request, exc: Exception) -> JSONResponse:
+        # A value PostgreSQL cannot take (an id beyond bigint, a malformed number): the input's fault.
+        return error_response(400, f"a value is out of range or malformed: {first_line(exc)}")
 
     @app.exception_handler(sa_exc.OperationalError)
     async def database_gone(request: Request, exc: sa_exc.OperationalError) -> JSONResponse:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sisyphus_db.search.engine import MAX_K
 
 Backend = Literal["faiss", "pgvector", "exact"]
+MAX_ID = 2**63 - 1  # ids are bigint
 
 
 class Strict(BaseModel):
@@ -26,7 +27,7 @@ class FilterCondition(Strict):
 class SearchBody(Strict):
     """Search by a stored frame, a vector or an ImageNet class name: exactly one of them."""
 
-    frame_id: int | None = Field(default=None, ge=1)
+    frame_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     vector: list[float] | None = None
     text: str | None = Field(default=None, min_length=1, max_length=200)
     k: int = Field(default=10, ge=1, le=MAX_K)
@@ -42,9 +43,9 @@ class SearchBody(Strict):
 
 class LabelBody(Strict):
     name: str = Field(min_length=1, max_length=200)
-    frame_ids: list[int] = Field(min_length=1, max_length=100_000)
+    frame_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=100_000)
     positive: bool = True
-    run_id: int | None = Field(default=None, ge=1)
+    run_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class DiscoverBody(Strict):
