@@ -20,7 +20,8 @@ from sisyphus_db.label import feedback
 from sisyphus_db.label.discover import DEFAULT_METHOD, DISCOVER_METHODS, discover
 from sisyphus_db.label.labels import LabelError, add_labels, label_frame_ids
 from sisyphus_db.label.reviewer import random_order, review_targets, simulate_review, single_query
-from sisyphus_db.search.indexing import build_faiss_index
+from sisyphus_db.search.indexing import build_faiss_index, load_faiss_index
+from sisyphus_db.store.indexes import find_index
 
 TREE_CLASSES = ("blobs", "checker", "gradient")
 
@@ -150,6 +151,12 @@ def test_discover_goes_through_the_faiss_index_when_there_is_one(database: Datab
     assert outcome.backend == "faiss" and len(outcome.hits) == 8
     assert outcome.params["weak_negatives"] > 0  # no negatives yet: random frames stand in
     assert all(0.0 <= (score or 0.0) <= 1.0 for score in outcome.scores)
+    # The server hands over its index already in memory: the same proposal comes back.
+    record = find_index(database, planted.model.id, "faiss")
+    assert record is not None
+    again = discover(database, planted.model, "cones", k=8, method="classifier", save=False,
+                     loaded=(record, load_faiss_index(record)))
+    assert again.backend == "faiss" and [h.frame_id for h in again.hits] == [h.frame_id for h in outcome.hits]
 
 
 def test_discover_refuses_bad_input_and_changes_nothing(database: Database, planted: PlantedCorpus) -> None:
@@ -232,6 +239,7 @@ def _tree(root: Path, per_class: int = 4) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_eval_discover_on_a_tiny_tree(cli: CliRunner, fresh_database_url: str, tmp_path: Path) -> None:
     root = _tree(tmp_path / "tree")
     result = cli("eval", "discover", str(root), "--k", "2", "--rounds", "5", "--methods", "rocchio,classifier",
