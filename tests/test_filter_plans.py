@@ -65,6 +65,15 @@ def test_the_planner_searches_selective_filters_in_memory(database: Database, co
         assert outcome.params["strategy"] == expected[selectivity]
         truth = exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
         assert recall_at([hit.frame_id for hit in outcome.hits], truth) >= 0.9
+    # A short probe (few candidates come back) is not mistaken for an exhausted filter.
+    recalls = []
+    for q in corpus.queries[:10]:
+        outcome = search(database, corpus.model, Query(q, {"kind": "vector"}),
+                         SearchRequest(k=10, where=SELECTIVITY_FILTERS[0.01], save=False, nprobe=1))
+        assert len(outcome.hits) == 10
+        truth = exact_neighbours(database, corpus.model, q, 10, where=SELECTIVITY_FILTERS[0.01])[0].tolist()
+        recalls.append(recall_at([hit.frame_id for hit in outcome.hits], truth))
+    assert np.mean(recalls) == 1.0
     # Above the exact threshold the allowed ids go through faiss's IDSelector instead.
     monkeypatch.setattr(faiss_plans, "EXACT_MAX", 10)
     outcome = search(database, corpus.model, Query(corpus.queries[0], {"kind": "vector"}),

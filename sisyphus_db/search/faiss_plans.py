@@ -69,7 +69,10 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         _, found = search(index, query[None, :], fetch, nprobe=nprobe)
         fetched = found[0][found[0] >= 0]
         passing = frame_filter.among(fetched)
-        if plan == "filter-candidates" or passing.size >= depth or fetched.size < fetch:
+        # Every indexed frame was a candidate: nothing else can match. (Fewer candidates than
+        # asked for can also mean the probed lists were short: that is not exhaustion.)
+        complete = fetched.size >= ntotal
+        if plan == "filter-candidates" or passing.size >= depth or complete:
             info["strategy"] = "filter-candidates"
             info["exhausted"] = passing.size < depth
             return _rerank(db, model, store, query, fetched[np.isin(fetched, passing)], depth), info
