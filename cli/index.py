@@ -19,6 +19,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 BackendOption = Annotated[str, typer.Option("--backend", help="faiss (sidecar file) or pgvector (HNSW index).")]
 KindOption = Annotated[str, typer.Option("--kind", help="What the index holds: frames (one vector per frame) or "
                                          "regions (`sisyphus regions build`).")]
+RayOption = Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Build on Ray: `--ray` alone "
+                                               "starts a local Ray instance, `--ray HOST:PORT` joins a cluster "
+                                               "(default address: $SISYPHUS_RAY_ADDRESS).")]
 
 
 def _check_backend(backend: str) -> None:
@@ -46,6 +49,10 @@ def build(
                                                  "rerank depth must reach.")] = 0.95,
     backend: BackendOption = "faiss",
     kind: KindOption = "frames",
+    ray: RayOption = None,
+    shards: Annotated[int | None, typer.Option("--shards", min=1, help="With --ray: frame-id ranges added in "
+                                               "parallel, then merged into one index (default: the cluster's "
+                                               "CPUs).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Build (or rebuild) an index from the embeddings (or regions) table and register it."""
@@ -53,17 +60,29 @@ def build(
 
     _check_backend(backend)
     _check_kind(kind, backend)
+    if ray is not None and (backend != "faiss" or kind != "frames"):
+        raise InputError("--ray builds faiss indexes of frames only")
+    if shards is not None and ray is None:
+        raise InputError("--shards needs --ray")
+    sharded: dict[str, Any] = {}
     with database(ctx) as db:
         stored = resolve_model(db, model)
         with progress_bars() as progress:
-            if backend == "faiss":
+            if ray is not None:
+                from sisyphus_db.distributed.index_job import run_ray_index_build
+
+                ray_report = run_ray_index_build(db, stored, address=ray, shards=shards, factory=factory,
+                                                 train_size=train_size, device=device, target_recall=target_recall,
+                                                 progress=StageProgress(progress))
+                report, sharded = ray_report.build, {"ray": ray_report.to_json()}
+            elif backend == "faiss":
                 report = build_faiss_index(db, stored, factory=factory, train_size=train_size, device=device,
                                            target_recall=target_recall, progress=StageProgress(progress), kind=kind)
             else:
                 report = build_pgvector_index(db, stored, target_recall=target_recall,
                                               progress=StageProgress(progress))
     document = {**report.record.to_json(), "vectors": report.vectors, "seconds": round(report.seconds, 3),
-                "reached_target": report.reached, "tuning": report.tune_table}
+                "reached_target": report.reached, "tuning": report.tune_table, **sharded}
     if json_output:
         emit_json(document)
         return

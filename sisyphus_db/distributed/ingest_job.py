@@ -105,7 +105,7 @@ def _run_job(db: Database, url: str, tasks: list[VideoTask | ImageTask], options
         .flat_map(_decode, num_cpus=1)
         .map_batches(_Embed, fn_constructor_kwargs={"model": options.model, "device": options.device},
                      batch_size=options.batch_size, batch_format="numpy",
-                     concurrency=actors or max(1, int(gpus)), num_gpus=1 if gpus >= 1 else 0)
+                     **embed_actor_options(gpus, actors))
         .map_batches(_write, fn_kwargs={"url": url, "home": home, "model_id": model_id,
                                         "fail_once": os.environ.get(FAIL_ONCE_ENV)},
                      # A writer whose worker dies is re-run by Ray (3 times by default); the
@@ -128,6 +128,12 @@ def _run_job(db: Database, url: str, tasks: list[VideoTask | ImageTask], options
     for source_id, values in details.items():
         update_source_details(db, source_id, **values)
     return failed
+
+
+def embed_actor_options(gpus: float, actors: int | None = None) -> dict[str, Any]:
+    """Ray options of the embedding actors: one GPU each on a cluster with GPUs (one actor per
+    GPU by default), CPU actors otherwise."""
+    return {"concurrency": actors or max(1, int(gpus)), "num_gpus": 1 if gpus >= 1 else 0}
 
 
 def _decode(row: dict[str, Any]) -> list[dict[str, Any]]:
