@@ -128,6 +128,9 @@ def knn_graph(
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Neighbours per frame.")] = 10,
     model: Annotated[str | None, typer.Option("--model", help="Model (default: the only stored one).")] = None,
     nprobe: Annotated[int | None, typer.Option("--nprobe", help="IVF lists to probe (default: tuned at build).")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Split the frames over Ray tasks: "
+                                            "`--ray` alone starts a local Ray instance, `--ray HOST:PORT` joins a "
+                                            "cluster (default: $SISYPHUS_RAY_ADDRESS).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
     """Search every frame against the faiss index in bulk and store the neighbour graph in knn_edges."""
@@ -135,7 +138,12 @@ def knn_graph(
     from sisyphus_db.search.knn_graph import build_knn_graph
 
     with database(ctx) as db:
-        report = build_knn_graph(db, resolve_model(db, model), k=k, nprobe=nprobe)
+        if ray is not None:  # the same graph, computed by Ray tasks (sisyphus_db.distributed.knn_job)
+            from sisyphus_db.distributed.knn_job import run_ray_knn_graph
+
+            report = run_ray_knn_graph(db, resolve_model(db, model), k=k, nprobe=nprobe, address=ray)
+        else:
+            report = build_knn_graph(db, resolve_model(db, model), k=k, nprobe=nprobe)
     if json_output:
         emit_json(report.to_json())
         return
