@@ -7,7 +7,7 @@ import importlib
 import typer
 
 COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search", "demo", "evaluate", "label", "discover", "segments",
-                                      "hashes", "colour", "audio", "labelling", "imports", "serve", "regions", "bow")
+                                      "hashes", "colour", "audio", "labelling", "imports", "serve", "regions", "bow", "instance_eval")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """Spatial re-ranking: the window of a frame's assignment map whose words best match the query.
 
-Every axis-aligned window of whole cells (sides from WINDOW_SIDES of the map) is scored
+Every axis-aligned window of whole cells, at least MIN_SIDE cells a side, is scored
 by the cosine of its tf-idf histogram with the query's, through per-word integral
 images; the best window is the frame's new score and its localisation box.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-WINDOW_FRACTIONS = (0.15, 0.25, 0.35, 0.5, 0.7, 1.0)
+MIN_SIDE = 2  # a single cell holding one query word would match a one-word query perfectly
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Window:
 
 
 def _sides(length: int) -> list[int]:
-    return sorted({max(1, min(length, round(f * length))) for f in WINDOW_FRACTIONS})
+    return list(range(min(MIN_SIDE, length), length + 1))
 
 
 def best_window(grid: npt.NDArray[np.int32], query: npt.NDArray[np.float64], idf: npt.NDArray[np.float64]
@@ -53,7 +53,8 @@ def best_window(grid: npt.NDArray[np.int32], query: npt.NDArray[np.float64], idf
             norms = np.sqrt((weighted ** 2).sum(axis=0))
             scores = dots / (np.maximum(norms, 1e-12) * q_norm)
             y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
-            if scores[y, x] > best.score + 1e-12:
+            # Sides grow through the loops, so on a tie (cosine ignores scale) the larger window wins.
+            if scores[y, x] >= best.score - 1e-9 and scores[y, x] > 0:
                 best = Window(float(scores[y, x]), int(y), int(x), int(y + side_h), int(x + side_w),
                               grid[y:y + side_h, x:x + side_w].ravel())
     return best
