@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sisyphus_db.db.database import Database
-from sisyphus_db.db.models import SearchResult, SearchRun
+from sisyphus_db.db.models import SearchRun
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,23 @@ def frame_details(db: Database, frame_ids: Sequence[int]) -> dict[int, dict[str,
 
 def save_run(db: Database, *, model_id: int, query: dict[str, Any], where: str | None, backend: str, k: int,
              params: dict[str, Any], elapsed_ms: float, name: str | None, hits: Sequence[SearchHit]) -> int:
+    # One statement (a data-modifying CTE): the run and its results land together in one round
+    # trip, atomically even on a connection in autocommit mode (the server's search pool).
     with db.transaction() as conn:
-        run_id = conn.execute(sa.insert(SearchRun).values(
-            name=name, model_id=model_id, query=query, filter=where, backend=backend, k=k, params=params,
-            elapsed_ms=elapsed_ms,
-        ).returning(SearchRun.id)).scalar_one()
-        if hits:
-            conn.execute(sa.insert(SearchResult), [
-                {"run_id": run_id, "rank": hit.rank, "frame_id": hit.frame_id, "distance": hit.distance}
-                for hit in hits
-            ])
+        run_id = conn.execute(_SAVE_RUN, {
+            "name": name, "model_id": model_id, "query": query, "filter": where, "backend": backend, "k": k,
+            "params": params, "elapsed_ms": elapsed_ms, "ranks": [hit.rank for hit in hits],
+            "frames": [hit.frame_id for hit in hits], "distances": [hit.distance for hit in hits],
+        }).scalar_one()
     return int(run_id)
+
+
+_SAVE_RUN = sa.text(
+    "WITH run AS (INSERT INTO search_runs (name, model_id, query, filter, backend, k, params, elapsed_ms) "
+    "VALUES (:name, :model_id, :query, :filter, :backend, :k, :params, :elapsed_ms) RETURNING id), "
+    "hits AS (INSERT INTO search_results (run_id, rank, frame_id, distance) "
+    "SELECT run.id, h.rank, h.frame_id, h.distance FROM run, unnest(CAST(:ranks AS integer[]), "
+    "CAST(:frames AS bigint[]), CAST(:distances AS real[])) AS h(rank, frame_id, distance)) "
+    "SELECT id FROM run"
+).bindparams(sa.bindparam("query", type_=SearchRun.__table__.c.query.type),
+             sa.bindparam("params", type_=SearchRun.__table__.c.params.type))

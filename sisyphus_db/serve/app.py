@@ -28,14 +28,18 @@ def _server_engine(db: Database, threads: int, *, durable: bool) -> Database:
 
     No pre-ping (a round trip per transaction, several per search): a connection lost
     when PostgreSQL restarts fails one request with a 503 and the pool reconnects.
-    `durable=False`: commits do not wait for the WAL flush (synchronous_commit off). The
-    search runs stored on every search use it: a PostgreSQL crash can lose the last
-    fraction of a second of them, never corrupt anything. Labels, which are people's
-    work, go through a durable pool.
+    `durable=False`, the search pool: each statement commits on its own (autocommit: no
+    BEGIN/COMMIT round trips around the single-statement reads of a search; the stored run
+    is one statement too, and the planner's filters open their own read-only transaction
+    blocks), and commits do not wait for the WAL flush (synchronous_commit off): a
+    PostgreSQL crash can lose the last fraction of a second of stored runs, never corrupt
+    anything. Labels, which are people's work, go through the durable pool: transactions,
+    each commit on disk before the answer.
     """
     options = {} if durable else {"options": "-c synchronous_commit=off"}
     engine = sa.create_engine(sqlalchemy_url(db.url), pool_pre_ping=False, pool_size=threads + 2,
-                              max_overflow=threads, connect_args=options)
+                              max_overflow=threads, connect_args=options,
+                              isolation_level=None if durable else "AUTOCOMMIT")
     return Database(url=db.url, engine=engine, settings=db.settings, embedded=db.embedded)
 
 
