@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-
 from sisyphus_db.cli.context import database, emit_json
 from sisyphus_db.cli.progress import StageProgress, progress_bars
 

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-
 from sisyphus_db.cli.context import database, emit_json, settings, stdout_console
 from sisyphus_db.cli.progress import StageProgress, progress_bars
 
@@ -33,7 +32,11 @@ def instance(
 ) -> None:
     """Paste each object into scenes at random places and scales, ingest them into a throw-away database,
     query with each object: mAP, r@10 and box IoU per method and scale (stored in eval_runs/eval_metrics)."""
-    from sisyphus_db.evaluate.instance import InstanceOptions, instance_eval, parse_scales
+    from sisyphus_db.evaluate.instance import (
+        InstanceOptions,
+        instance_eval,
+        parse_scales,
+    )
 
     options = InstanceOptions(per_object=per_object, scales=parse_scales(scales),
                               methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from sisyphus_db.errors import InputError
-from sisyphus_db.local.bow.invfile import build_inverted_file, histogram, read_inverted_file, write_inverted_file
+from sisyphus_db.local.bow.invfile import (
+    build_inverted_file,
+    histogram,
+    read_inverted_file,
+    write_inverted_file,
+)
 from sisyphus_db.local.bow.spatial import best_window
 from sisyphus_db.local.bow.vocabulary import check_words, default_words
 
@@ -62,7 +67,12 @@ def test_vocabulary_size_adapts_to_the_descriptors() -> None:
 def test_bow_build_and_search(cli, fresh_database_url: str, tmp_path: Path) -> None:
     from PIL import Image
 
-    from sisyphus_db.evaluate.instance_data import generate_objects, generate_scenes, load_rgba, paste
+    from sisyphus_db.evaluate.instance_data import (
+        generate_objects,
+        generate_scenes,
+        load_rgba,
+        paste,
+    )
     from sisyphus_db.media.images import load_image
 
     objects = generate_objects(tmp_path / "objects", 4, side=96, seed=5)

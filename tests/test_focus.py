@@ -13,7 +13,11 @@ from PIL import Image
 from sisyphus_db.embed.classes import imagenet_categories
 from sisyphus_db.embed.models import get_model_spec
 from sisyphus_db.errors import ModelError
-from sisyphus_db.evaluate.instance_data import generate_objects, generate_scenes, load_rgba
+from sisyphus_db.evaluate.instance_data import (
+    generate_objects,
+    generate_scenes,
+    load_rgba,
+)
 from sisyphus_db.local.focus import activation_map, class_direction, focus_map
 
 

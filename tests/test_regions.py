@@ -13,10 +13,21 @@ import sqlalchemy as sa
 from PIL import Image
 
 from sisyphus_db.config import Settings
-from sisyphus_db.db.database import Database, open_database
+from sisyphus_db.db.database import open_database
 from sisyphus_db.errors import InputError
-from sisyphus_db.evaluate.instance_data import generate_objects, generate_scenes, load_rgba, paste
-from sisyphus_db.local.grid import cells_to_pixels, check_box, parse_box, pixels_to_cells, region_grid
+from sisyphus_db.evaluate.instance_data import (
+    generate_objects,
+    generate_scenes,
+    load_rgba,
+    paste,
+)
+from sisyphus_db.local.grid import (
+    cells_to_pixels,
+    check_box,
+    parse_box,
+    pixels_to_cells,
+    region_grid,
+)
 
 OBJECT_SCALE = 0.25
 
@@ -204,9 +215,9 @@ def test_a_method_whose_index_is_not_built_names_the_command(cli, fresh_database
     ingest = cli("--database-url", fresh_database_url, "ingest", str(world.target), "--json")
     assert ingest.exit_code == 0, ingest.stderr
     result = cli("--database-url", fresh_database_url, "search", "--image", str(world.query), "--method", "regions")
-    assert (result.exit_code, result.stdout, result.stderr) == (
-        1, "", "Error: there are no region vectors for efficientnet-lite0: run `sisyphus regions build` and then "
+    message = ("Error: there are no region vectors for efficientnet-lite0: run `sisyphus regions build` and then "
                "`sisyphus index build --kind regions`\n")
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", message)
     built = cli("--database-url", fresh_database_url, "regions", "build", "--json")
     assert built.exit_code == 0 and json.loads(built.stdout)["regions"] == 30
     again = cli("--database-url", fresh_database_url, "regions", "build", "--json")
@@ -252,3 +263,35 @@ def test_region_index_update_and_verify(cli, fresh_database_url: str, world: Wor
     assert cli("--database-url", url, "index", "verify", "--kind", "regions").exit_code == 0
     status = json.loads(cli("--database-url", url, "index", "status", "--json").stdout)
     assert [(s["kind"], s["ntotal"]) for s in status] == [("regions", 60)]
+
+
+@pytest.mark.slow
+def test_eval_instance_reports_each_method_and_scale(cli, fresh_database_url: str, tmp_path: Path) -> None:
+    objects = tmp_path / "objects"
+    generate_objects(objects, 2, side=64, seed=2)
+    scenes = tmp_path / "scenes"
+    generate_scenes(scenes, 2, size=(256, 144), seed=4)
+    args = ("--database-url", fresh_database_url, "eval", "instance", "--objects", str(objects), "--scenes",
+            str(scenes), "--per-object", "1", "--scales", "0.3", "--methods", "global,regions", "--json")
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == 4 and report["queries"] == 2  # 2 pasted + 2 untouched scenes
+    for method in ("global", "regions"):
+        figures = report["methods"][method]
+        assert 0.0 <= figures["map"] <= 1.0 and 0.0 <= figures["r@10"] <= 1.0
+        assert set(figures["per_scale"]) == {"0.3"}
+    assert report["methods"]["global"]["iou"] is None and 0.0 <= report["methods"]["regions"]["iou"] <= 1.0
+    assert report["methods"]["regions"]["r@10"] == 1.0  # 4 frames: everything is in the first 10
+    db = open_database(Settings(home=tmp_path / "home", database_url=fresh_database_url))
+    try:
+        with db.transaction() as conn:
+            rows = conn.execute(sa.text("SELECT r.kind, m.backend, m.subset, m.metric FROM eval_metrics m "
+                                        "JOIN eval_runs r ON r.id = m.run_id")).all()
+            leftovers = conn.execute(sa.text("SELECT count(*) FROM frames")).scalar_one()
+    finally:
+        db.dispose()
+    assert ("instance", "regions", "scale=0.3", "iou") in {tuple(r) for r in rows} and leftovers == 0
+    bad = cli(*args[:-1], "--scales", "0,0.2")
+    message = "Error: --scales must be fractions of the scene width in (0, 1], got (0.0, 0.2)\n"
+    assert (bad.exit_code, bad.stderr) == (1, message)

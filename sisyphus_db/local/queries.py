@@ -16,9 +16,8 @@ import numpy.typing as npt
 
 from sisyphus_db.embed.embedder import Embedder
 from sisyphus_db.errors import InputError
-from sisyphus_db.local.grid import check_box
+from sisyphus_db.local.grid import Region, check_box
 from sisyphus_db.local.regions import pool_regions, unit_rows
-from sisyphus_db.local.grid import Region
 
 # Frames' regions are pooled from a 448 px input, where an object covering 10-30 % of the
 # frame spans about 45-135 px; the query (all object) is embedded at a similar scale.

@@ -25,7 +25,6 @@ from sisyphus_db.db.models import BowFrame, BowVocabulary
 from sisyphus_db.errors import InputError, MediaError
 from sisyphus_db.local.bow.invfile import build_inverted_file, write_inverted_file
 from sisyphus_db.local.bow.vocabulary import (
-    Vocabulary,
     check_layer,
     default_words,
     map_descriptors,
