@@ -72,6 +72,32 @@ def source_frames(db: Database, model: StoredModel, source_id: int) -> SourceFra
     return SourceFrames(source_id, str(head[0]), head[1], order, times, vectors)
 
 
+def sources_frames(db: Database, model: StoredModel, source_ids: Sequence[int]) -> dict[int, SourceFrames]:
+    """source_frames for several videos in three round trips (search aligns many candidates)."""
+    if not source_ids:
+        return {}
+    with db.transaction() as conn:
+        heads = {int(r[0]): (str(r[1]), r[2]) for r in conn.execute(sa.text(
+            "SELECT id, uri, duration_seconds FROM sources WHERE id = ANY(:s)"), {"s": list(source_ids)}).all()}
+        rows = conn.execute(sa.text(
+            "SELECT f.source_id, f.id, f.pts_seconds FROM frames f JOIN embeddings e ON e.frame_id = f.id "
+            "WHERE f.source_id = ANY(:s) AND e.model_id = :m ORDER BY f.source_id, f.pts_seconds, f.id"),
+            {"s": list(source_ids), "m": model.id}).all()
+    ids, vectors = vectors_by_id(db, model.id, model.dim, [row[1] for row in rows])
+    position = {int(frame): index for index, frame in enumerate(ids)}
+    grouped: dict[int, list[tuple[int, float]]] = {}
+    for source, frame, pts in rows:
+        if int(frame) in position:
+            grouped.setdefault(int(source), []).append((int(frame), float(pts)))
+    result = {}
+    for source, frames in grouped.items():
+        order = np.array([f for f, _ in frames], dtype=np.int64)
+        result[source] = SourceFrames(source, heads[source][0], heads[source][1], order,
+                                      np.array([t for _, t in frames], dtype=np.float64),
+                                      vectors[[position[int(f)] for f in order]])
+    return result
+
+
 def store_segments(db: Database, model_id: int, source_id: int, window: float, stride: float,
                    segments: Sequence[SegmentVector]) -> int:
     """Insert a source's segments in one transaction; windows already stored are skipped."""

@@ -25,7 +25,7 @@ from sisyphus_db.db.models import SearchResult, SearchRun
 from sisyphus_db.errors import InputError
 from sisyphus_db.store.registry import StoredModel
 from sisyphus_db.temporal.align import align
-from sisyphus_db.temporal.segment_store import SEGMENTS, source_frames, stored_windows
+from sisyphus_db.temporal.segment_store import SEGMENTS, sources_frames, stored_windows
 from sisyphus_db.temporal.video_query import QueryClip
 from sisyphus_db.temporal.windows import segment_vectors
 
@@ -196,8 +196,11 @@ def search_video(db: Database, model: StoredModel, clip: QueryClip, *, k: int = 
     shortlist = sorted(votes, key=lambda source: -votes[source])[: candidates or max(3 * k, 10)]
     centre = frame_centre(db, model)
     hits: list[VideoHit] = []
+    candidates_frames = sources_frames(db, model, shortlist)
     for source_id in shortlist:
-        frames = source_frames(db, model, source_id)
+        frames = candidates_frames.get(source_id)
+        if frames is None:
+            continue
         found = align(clip.times, clip.vectors, frames.times, frames.vectors, match_duration=frames.duration,
                       centre=centre)
         if found is None:
