@@ -106,6 +106,19 @@ def test_discover_never_proposes_a_labelled_frame_and_refills_to_k(database: Dat
     assert len(everything.hits) == total - len(labelled) and everything.run_id is None
 
 
+@pytest.mark.parametrize("method", DISCOVER_METHODS)
+def test_negatives_steer_the_proposals_away_from_the_decoys(database: Database, planted: PlantedCorpus,
+                                                            method: str) -> None:
+    add_labels(database, "cones", planted.positives[:10])
+    before = discover(database, planted.model, "cones", k=20, method=method, save=False)
+    add_labels(database, "cones", planted.decoys[:5], positive=False)
+    after = discover(database, planted.model, "cones", k=20, method=method, save=False)
+    decoys = set(planted.decoys[5:])
+    found_before = len(decoys & {hit.frame_id for hit in before.hits})
+    found_after = len(decoys & {hit.frame_id for hit in after.hits})
+    assert found_after < found_before, (method, found_before, found_after)
+
+
 def test_per_source_and_where_are_respected(database: Database, planted: PlantedCorpus) -> None:
     add_labels(database, "cones", planted.positives[:3])
     capped = discover(database, planted.model, "cones", k=12, per_source=2, method=DEFAULT_METHOD, save=False)

@@ -185,10 +185,17 @@ def _rocchio(r: _Round, depth: int, k: int) -> list[Candidate]:
 def _expand(r: _Round, depth: int, k: int) -> list[Candidate]:
     query = feedback.rocchio(r.positives, r.negatives)
     first = r.neighbours(query, max(depth, feedback.EXPAND_TOP))
-    top = r.vectors([frame_id for frame_id, _ in first[:feedback.EXPAND_TOP]])
+    head = r.vectors([frame_id for frame_id, _ in first[:3 * feedback.EXPAND_TOP]])
+    if len(r.negatives):
+        # A top result nearer to a known negative than to every positive would expand the
+        # query toward the negatives: it is left out of the expansion.
+        head = {frame_id: v for frame_id, v in head.items()
+                if float((r.negatives @ v).max()) <= float((r.positives @ v).max())}
+    ordered = [frame_id for frame_id, _ in first if frame_id in head][:feedback.EXPAND_TOP]
+    top = {frame_id: head[frame_id] for frame_id in ordered}
     if not top:
         return [(frame_id, distance, None) for frame_id, distance in first]
-    expanded = feedback.expanded_query(query, np.stack(list(top.values())))
+    expanded = feedback.expanded_query(r.positives, np.stack(list(top.values())), r.negatives)
     r.extra["expanded_with"] = sorted(top)
     return [(frame_id, distance, None) for frame_id, distance in r.neighbours(expanded, depth)]
 

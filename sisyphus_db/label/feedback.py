@@ -68,12 +68,20 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], *, k: float = RRF_
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
-def expanded_query(query: npt.NDArray[np.float32], top: Vectors, *,
+def expanded_query(positives: Vectors, top: Vectors, negatives: Vectors, *,
                    weight: float = EXPAND_WEIGHT) -> npt.NDArray[np.float32]:
-    """The query plus the mean of its top results (weighted): average query expansion."""
-    if not len(top):
-        return query
-    return unit(query + weight * unit(top.mean(axis=0)))
+    """Rocchio's query with the top results as weighted pseudo-positives (average query expansion).
+
+    The negatives push the expanded query as they push Rocchio's; expanding after the push
+    would pull it back toward whatever the negatives share with the positives.
+    """
+    centre = unit(positives.mean(axis=0))
+    if len(top):
+        centre = unit(centre + weight * unit(top.mean(axis=0)))
+    if not len(negatives):
+        return centre
+    out = unit(ROCCHIO_BETA * centre - ROCCHIO_GAMMA * unit(negatives.mean(axis=0)))
+    return out if float(np.linalg.norm(out)) > 0.5 else centre
 
 
 def train_logistic(x: Vectors, y: npt.NDArray[np.float32], *, l2: float = 1e-3, steps: int = 300,
