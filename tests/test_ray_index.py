@@ -134,6 +134,22 @@ def test_an_unreachable_address_fails_fast_and_changes_nothing(db: Database, fre
         assert conn.execute("SELECT count(*) FROM knn_edges").fetchone() == (0,)
 
 
+def test_cli_index_build_and_knn_graph_on_ray(ray_session: None, cli, db: Database,  # type: ignore[no-untyped-def]
+                                              fresh_database_url: str) -> None:
+    import json
+
+    make_corpus(db, n=1_000, d=D, n_sources=5, n_queries=5)
+    built = cli("--database-url", fresh_database_url, "index", "build", "--ray", "--shards", "2", "--factory",
+                "IVF8,Flat", "--json")
+    assert built.exit_code == 0, built.stderr
+    document = json.loads(built.stdout)
+    assert document["ray"]["shards"] == 2 and document["ntotal"] == 1_000 and document["state"] == "ready"
+    assert cli("--database-url", fresh_database_url, "index", "verify").exit_code == 0
+    graph = cli("--database-url", fresh_database_url, "knn-graph", "--ray", "--k", "3", "--json")
+    assert graph.exit_code == 0, graph.stderr
+    assert json.loads(graph.stdout)["edges"] == 3_000
+
+
 def test_cli_flags(cli) -> None:  # type: ignore[no-untyped-def]
     help_text = cli("index", "build", "--help").stdout
     assert "--ray" in help_text and "--shards" in help_text
