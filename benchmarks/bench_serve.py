@@ -144,6 +144,49 @@ def start_server(env: dict[str, str], port: int, threads: int) -> subprocess.Pop
         time.sleep(0.5)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids(pgdata: Path) -> list[int]:
+    """The embedded PostgreSQL's postmaster (its command line names the data directory) and its children."""
+    parents: dict[int, int] = {}
+    postmaster = None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if str(pgdata) in cmdline and "postgres" in cmdline:
+            postmaster = int(entry.name)
+    return [] if postmaster is None else [postmaster, *[p for p, parent in parents.items() if parent == postmaster]]
+
+
+class CpuMeter:
+    """CPU seconds spent by the server process and by PostgreSQL (its backends come and go with the pool)."""
+
+    def __init__(self, server_pid: int, pgdata: Path) -> None:
+        self.server_pid = server_pid
+        self.pgdata = pgdata
+
+    def snapshot(self) -> dict[int, float]:
+        return {pid: _cpu_seconds(pid) for pid in [self.server_pid, *postgres_pids(self.pgdata)]}
+
+    def spent(self, before: dict[int, float]) -> tuple[float, float]:
+        after = self.snapshot()
+        server = after.get(self.server_pid, 0.0) - before.get(self.server_pid, 0.0)
+        postgres = sum(after[pid] - before.get(pid, 0.0) for pid in after if pid != self.server_pid)
+        return server, postgres
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     if not ordered:
@@ -154,7 +197,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def load_test(base: str, kind: str, clients: int, seconds: float, ids: list[int], jpeg: bytes,
-              seed: int) -> dict[str, Any]:
+              seed: int, meter: CpuMeter | None = None) -> dict[str, Any]:
     """`clients` threads, each with its own keep-alive connection, for `seconds`."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -179,16 +222,25 @@ def load_test(base: str, kind: str, clients: int, seconds: float, ids: list[int]
                     errors[index] += 1
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    cpu_before = meter.snapshot() if meter is not None else {}
+    client_cpu = time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
+    server_cpu, postgres_cpu = meter.spent(cpu_before) if meter is not None else (float("nan"), float("nan"))
     samples = [x for per_client in latencies for x in per_client]
+    served = max(1, len(samples) + sum(errors))
     result = {"kind": kind, "clients": clients, "seconds": round(wall, 1), "requests": len(samples),
               "errors": sum(errors), "requests_per_s": round(len(samples) / wall, 1), **percentiles(samples),
-              "load_average_1min": round(os.getloadavg()[0], 1)}
+              "load_average_1min": round(os.getloadavg()[0], 1),
+              # CPU per request does not depend on how busy the machine is, unlike the latencies.
+              "server_cpu_ms_per_request": round(server_cpu * 1000 / served, 2),
+              "postgres_cpu_ms_per_request": round(postgres_cpu * 1000 / served, 2),
+              "client_cpu_ms_per_request": round(client_cpu * 1000 / served, 2)}
     logger.info("%s", result)
     return result
 
@@ -241,13 +293,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"each scenario runs {result['seconds_per_scenario']} s with N clients, each a thread with one keep-alive "
         "connection sending requests back to back.",
         "",
-        "| search | clients | requests | requests/s | p50 ms | p95 ms | mean ms | errors | machine load (1 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| search | clients | requests | requests/s | p50 ms | p95 ms | mean ms | errors | machine load (1 min) "
+        "| server CPU ms/request | PostgreSQL CPU ms/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["server"]:
         what = "by frame id" if row["kind"] == "frame" else "by uploaded image (640x480 JPEG)"
         lines.append(f"| {what} | {row['clients']} | {row['requests']} | {row['requests_per_s']} | {row['p50_ms']} "
-                     f"| {row['p95_ms']} | {row['mean_ms']} | {row['errors']} | {row.get('load_average_1min', '')} |")
+                     f"| {row['p95_ms']} | {row['mean_ms']} | {row['errors']} | {row.get('load_average_1min', '')} "
+                     f"| {row.get('server_cpu_ms_per_request', '')} | {row.get('postgres_cpu_ms_per_request', '')} |")
+    lines += ["", "CPU per request (server process plus PostgreSQL, measured from /proc) does not depend on how "
+              "busy the machine was, unlike the latencies: two idle cores could serve at most about "
+              "2,000 / (server + PostgreSQL CPU ms) requests a second, before the clients' own CPU."]
+    for row in result["server"]:
+        cost = row.get("server_cpu_ms_per_request", 0) + row.get("postgres_cpu_ms_per_request", 0)
+        if row["clients"] == max(r["clients"] for r in result["server"]) and cost > 0:
+            lines.append(f"- {row['kind']}: {cost:.2f} ms of CPU a request -> at most ~{2000 / cost:.0f} requests/s "
+                         "on two idle cores.")
     lines += ["", "The same searches through the CLI (a new `sisyphus search ... --json` process each: imports, "
               "model load, index load):", "",
               "| search | runs | p50 ms | p95 ms | mean ms |", "|---|---:|---:|---:|---:|"]
@@ -306,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: first requests pay for lazy imports and caches.
         for kind in ("frame", "image"):
             load_test(base, kind, 1, 2.0, ids, jpeg, args.seed)
-        server = [load_test(base, kind, int(c), args.seconds, ids, jpeg, args.seed)
+        meter = CpuMeter(process.pid, home / "pgdata")
+        server = [load_test(base, kind, int(c), args.seconds, ids, jpeg, args.seed, meter)
                   for kind in ("frame", "image") for c in args.clients.split(",")]
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
