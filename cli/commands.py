@@ -7,7 +7,8 @@ import importlib
 import typer
 
 COMMAND_MODULES: tuple[str, ...] = ("ingest", "index", "search", "demo", "evaluate", "label", "discover", "segments",
-                                      "hashes", "colour", "audio", "labelling", "imports", "serve", "regions", "bow", "instance_eval")
+                                      "hashes", "colour", "audio", "labelling", "imports", "serve", "regions", "bow", "instance_eval",
+                                      "activate")
 
 
 def register(app: typer.Typer) -> None:

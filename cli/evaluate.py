@@ -37,6 +37,15 @@ def copydetect(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random transformations.")] = 0,
     device: DeviceOption = "auto",
     workers: WorkersOption = None,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Re-rank faiss results exactly (default); "
+                                         "--no-rerank ranks by the index's own quantized distances.")] = True,
+    activate: Annotated[bool, typer.Option("--activate", help="Also activate the references toward each faiss "
+                                           "factory's quantizer and compare passive and active side by side.")]
+    = False,
+    psnr: Annotated[float, typer.Option("--psnr", help="With --activate: lowest PSNR (dB) of the activated "
+                                        "references.")] = 43.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="With --activate: optimisation steps.")] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="With --activate: Adam step in [0, 1] pixel units.")] = 0.005,
     json_output: JsonOption = False,
 ) -> None:
     """Copy detection (Active Indexing protocol): r@1, r@10, r@100, MRR and µAP per transformation.
@@ -53,7 +62,12 @@ def copydetect(
     specs = parse_backends(backends, split_factories(factories or ["auto"]))
     options = CopyDetectOptions(model=model, device=resolve_torch_device(device), backends=tuple(specs),
                                 distractors=distractors, combinations=combinations, max_references=max_references,
-                                seed=seed, workers=workers)
+                                seed=seed, workers=workers, rerank=rerank)
+    if activate:
+        from sisyphus_db.cli.evaluate_active import copydetect_active
+
+        copydetect_active(ctx, paths, options, psnr=psnr, iterations=iterations, lr=lr, json_output=json_output)
+        return
     settings(ctx).ensure_home()
     with database(ctx) as db:
         with progress_bars() as progress:

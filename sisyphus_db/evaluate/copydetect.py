@@ -60,6 +60,7 @@ class CopyDetectOptions:
     max_references: int | None = None
     seed: int = 0
     workers: int | None = None
+    rerank: bool = True  # False: faiss results in the index's own (quantized) order, the paper's setting
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def run_copydetect(db: Database, paths: Sequence[Path | str], options: CopyDetec
     results: list[dict[str, Any]] = []
     sources = sorted({source for _, source in stored.values()})
     for spec in options.backends:
-        searcher = make_searcher(spec, db, model, ids, vectors, sources, progress)
+        searcher = make_searcher(spec, db, model, ids, vectors, sources, progress, rerank=options.rerank)
         if progress is not None:
             progress(f"search {_label(searcher.backend, searcher.factory)}", 0, len(queries.references))
         found, distances = _search_all(searcher, queries.vectors, progress, _label(searcher.backend, searcher.factory))
@@ -125,6 +126,7 @@ def run_copydetect(db: Database, paths: Sequence[Path | str], options: CopyDetec
     n_distractors = sum(reference is None for reference in queries.references)
     params = {"model": model.name, "references": len(images), "distractors": n_distractors,
               "combinations": options.combinations, "seed": options.seed, "uap_predictions": UAP_PREDICTIONS,
+              "rerank": options.rerank,
               "backends": [{"backend": s.backend, "factory": s.factory} for s in options.backends],
               "paths": [str(Path(p).resolve()) for p in paths]}
     run_id = save_eval_run(db, "copydetect", params, rows)

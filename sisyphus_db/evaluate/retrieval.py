@@ -98,8 +98,14 @@ class ExactSearcher:
 
 class FaissSearcher:
     backend = "faiss"
+    nprobe: int | None
+    rerank_k: int
 
-    def __init__(self, ids: Ids, vectors: Vectors, requested: str, progress: Progress | None = None) -> None:
+    def __init__(self, ids: Ids, vectors: Vectors, requested: str, progress: Progress | None = None, *,
+                 rerank: bool = True, like: FaissSearcher | None = None) -> None:
+        """rerank=False ranks by the index's own quantized distances (the Active Indexing paper's
+        setting). like: reuse that searcher's trained index (emptied, then filled with these
+        vectors) and its nprobe and rerank depth, so only the stored vectors differ."""
         from sisyphus_db.ann.build import build_index
         from sisyphus_db.ann.factory import choose_factory
         from sisyphus_db.ann.tune import tune
@@ -107,14 +113,27 @@ class FaissSearcher:
         self.ids = ids
         self.vectors = vectors
         self.requested = requested
+        self.rerank = rerank
         self.factory = choose_factory(int(ids.size), int(vectors.shape[1])) if requested == "auto" else requested
-        if progress is not None:
-            progress(f"build faiss {self.factory}", 0, None)
-        self.index = build_index(vectors, ids, factory=self.factory, device="cpu")
-        tuned = tune(self.index, vectors, ids)
-        self.nprobe: int | None = tuned.nprobe
-        self.rerank_k = int(tuned.rerank_k)
-        self.params = {"nprobe": tuned.nprobe, "rerank_k": self.rerank_k, "tuned_recall_at_10": tuned.recall_at_10}
+        if like is not None:
+            import faiss
+
+            from sisyphus_db.ann.build import add_vectors
+
+            self.factory, self.index = like.factory, faiss.clone_index(like.index)
+            self.index.reset()
+            add_vectors(self.index, vectors, ids)
+            self.nprobe, self.rerank_k = like.nprobe, like.rerank_k
+            self.params = {**like.params, "rerank": rerank}
+        else:
+            if progress is not None:
+                progress(f"build faiss {self.factory}", 0, None)
+            self.index = build_index(vectors, ids, factory=self.factory, device="cpu")
+            tuned = tune(self.index, vectors, ids)
+            self.nprobe = tuned.nprobe
+            self.rerank_k = int(tuned.rerank_k)
+            self.params = {"nprobe": tuned.nprobe, "rerank_k": self.rerank_k,
+                           "tuned_recall_at_10": tuned.recall_at_10, "rerank": rerank}
         # Row of each id in `vectors`, for the exact rerank of ANN candidates.
         self._order = np.argsort(ids)
         self._sorted = ids[self._order]
@@ -122,6 +141,9 @@ class FaissSearcher:
     def search(self, queries: Vectors, k: int) -> tuple[Ids, Vectors]:
         from sisyphus_db.ann.search import search
 
+        if not self.rerank:
+            distances, found = search(self.index, queries, k, nprobe=self.nprobe)
+            return found, distances
         depth = min(max(k, self.rerank_k), int(self.index.ntotal))
         _, candidates = search(self.index, queries, depth, nprobe=self.nprobe)
         out_ids = np.full((queries.shape[0], k), -1, dtype=np.int64)
@@ -181,11 +203,11 @@ class PgvectorSearcher:
 
 
 def make_searcher(spec: BackendSpec, db: Database, model: StoredModel, ids: Ids, vectors: Vectors,
-                  source_ids: Sequence[int], progress: Progress | None = None) -> Searcher:
+                  source_ids: Sequence[int], progress: Progress | None = None, *, rerank: bool = True) -> Searcher:
     if spec.backend == "exact":
         return ExactSearcher(ids, vectors)
     if spec.backend == "faiss":
-        return FaissSearcher(ids, vectors, spec.factory or "auto", progress)
+        return FaissSearcher(ids, vectors, spec.factory or "auto", progress, rerank=rerank)
     return PgvectorSearcher(db, model, source_ids, int(ids.size), progress)
 
 

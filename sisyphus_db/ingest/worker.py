@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sisyphus_db.activate.manifest import activation_metadata
 from sisyphus_db.embed.preprocess import prepare_image
 from sisyphus_db.errors import SisyphusError
 from sisyphus_db.ingest.messages import (
@@ -164,6 +165,8 @@ def _run_images(task: ImageTask, results: Queue[Any], parent_pid: int) -> None:
             source_id=task.source_id, frame_index=0, pts_seconds=0.0, width=image.width, height=image.height,
             prepared=prepare_image(image.rgb, task.preprocessing), keyframe_method="image", keyframe_score=None,
             path=path, sha256=image.sha256, captured_at=image.captured_at,
+            # An activated image carries its provenance (original, PSNR, index) in a manifest beside it.
+            metadata=activation_metadata(path),
         ))
         if len(chunk) >= CHUNK:
             _put(results, Candidates(task.source_id, chunk), parent_pid)
