@@ -134,7 +134,7 @@ def single_queries(world: World, backend: str, queries: npt.NDArray[np.float32],
     return {"recall_at_10": round(float(np.mean(recalls)), 4), **percentiles(latencies)}
 
 
-def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32], pg_ef: int,
+def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32], pg_ef: int | None,
              nprobe: int | None, depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, (city, _) in SELECTIVITY.items():
@@ -154,7 +154,7 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
                 latencies.append(ms)
                 recalls.append(recall(ids[:K].tolist(), t.tolist()))
             row[plan] = {"recall_at_10": round(float(np.mean(recalls)), 4), **percentiles(latencies)}
-        for ef in sorted({pg_ef, 40, max(pg_ef * 2, 80)}):
+        for ef in sorted({pg_ef, 40, max(pg_ef * 2, 80)}) if pg_ef is not None else ():
             r, latencies = pg_recall_at(world, ef, queries, truth, where)
             row[f"pgvector_ef{ef}"] = {"recall_at_10": round(r, 4), **percentiles(latencies)}
         out[label] = row
@@ -219,11 +219,8 @@ def run_world(world: World, n: int, dim: int, args: argparse.Namespace, out: dic
     logger.info("faiss bulk %s", faiss_entry["bulk"])
     faiss_entry["single"] = single_queries(world, "faiss", q_single, t_single, nprobe=nprobe)
     logger.info("faiss single %s", faiss_entry["single"])
-    if not args.skip_knn:
-        knn = build_knn_graph(db, model, k=K, nprobe=args.knn_nprobe or nprobe)
-        faiss_entry["knn_graph"] = {**knn.to_json(), "nprobe": args.knn_nprobe or nprobe,
-                                    "recall_at_10": knn_recall(world, model)}
-        logger.info("knn graph %s", faiss_entry["knn_graph"])
+    out["faiss"] = faiss_entry
+    checkpoint(args, out)
 
     pg_entry: dict[str, Any] = {}
     logger.info("building pgvector HNSW (budget %.0f s)", args.pgvector_budget)
@@ -255,11 +252,24 @@ def run_world(world: World, n: int, dim: int, args: argparse.Namespace, out: dic
         logger.info("pgvector bulk %s", pg_entry["bulk"])
         pg_entry["single"] = single_queries(world, "pgvector", q_single, t_single, ef_search=ef)
         pg_entry["knn_graph_seconds_extrapolated"] = round(seconds / n_pg * n, 1)
-        faiss_entry["filtered"] = filtered(world, record, q_meas[:args.filtered_queries], ef, nprobe, max(depth, K))
-    out["faiss"] = faiss_entry
     out["pgvector"] = pg_entry
     out["ratios"] = ratios(faiss_entry, pg_entry)
+    checkpoint(args, out)
+    faiss_entry["filtered"] = filtered(world, record, q_meas[:args.filtered_queries], pg_entry.get("ef_search"),
+                                       nprobe, max(depth, K))
+    checkpoint(args, out)
+    if not args.skip_knn:
+        knn = build_knn_graph(db, model, k=K, nprobe=args.knn_nprobe or nprobe)
+        faiss_entry["knn_graph"] = {**knn.to_json(), "nprobe": args.knn_nprobe or nprobe,
+                                    "recall_at_10": knn_recall(world, model)}
+        logger.info("knn graph %s", faiss_entry["knn_graph"])
+    out["ratios"] = ratios(faiss_entry, pg_entry)
     return out
+
+
+def checkpoint(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """The figures so far (a long run that is stopped still leaves them)."""
+    (args.out / f"sidecar-{out['n']}.partial.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
 
 
 def ratios(f: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
@@ -341,7 +351,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
         lines += ["", "Filtered: recall@10 / p50 / p95 ms (faiss plans forced; `planner` = the engine's choice):", "",
                   "| selectivity | planner | " + " | ".join(PLANS) + " | pgvector iterative scan |",
                   "|---" * (3 + len(PLANS)) + "|"]
-        for label, row in f["filtered"].items():
+        for label, row in f.get("filtered", {}).items():
             def cell(c: dict[str, Any]) -> str:
                 return f"{c['recall_at_10']} / {c['p50_ms']} / {c['p95_ms']}"
             pg_cells = "; ".join(f"ef {key.split('ef')[1]}: {cell(v)}" for key, v in row.items()
@@ -424,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("n=%d: %s", n, json.dumps(result["ratios"]))
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        existing = sorted(args.out.glob("sidecar-[0-9]*.json"), key=lambda p: int(p.stem.split("-")[1]))
+        existing = sorted((p for p in args.out.glob("sidecar-[0-9]*.json") if p.stem.split("-")[1].isdigit()),
+                          key=lambda p: int(p.stem.split("-")[1]))
         results = [json.loads(p.read_text()) for p in existing]
         (args.out / "sidecar.md").write_text(markdown(results, info))
         print(markdown(results, info))

@@ -57,12 +57,15 @@ def test_each_plan_against_exact_filtered_search(database: Database, corpus: Cor
 def test_the_planner_searches_selective_filters_in_memory(database: Database, corpus: Corpus,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4")
-    expected = {0.01: "exact-filtered", 0.10: "exact-filtered", 0.50: "filter-candidates"}
+    # 10 %: kept on the ANN candidates when enough of them pass (faiss_plans.ENOUGH_PASSING_*),
+    # which depends on the tuned depth; else searched exactly in memory.
+    expected = {0.01: {"exact-filtered"}, 0.10: {"exact-filtered", "filter-candidates"},
+                0.50: {"filter-candidates"}}
     for selectivity, where in SELECTIVITY_FILTERS.items():
         q = corpus.queries[0]
         outcome = search(database, corpus.model, Query(q, {"kind": "vector"}), SearchRequest(k=10, where=where,
                                                                                             save=False))
-        assert outcome.params["strategy"] == expected[selectivity]
+        assert outcome.params["strategy"] in expected[selectivity]
         truth = exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
         assert recall_at([hit.frame_id for hit in outcome.hits], truth) >= 0.9
     # A short probe (few candidates come back) is not mistaken for an exhausted filter.
@@ -77,7 +80,7 @@ def test_the_planner_searches_selective_filters_in_memory(database: Database, co
     # Above the exact threshold the allowed ids go through faiss's IDSelector instead.
     monkeypatch.setattr(faiss_plans, "EXACT_MAX", 10)
     outcome = search(database, corpus.model, Query(corpus.queries[0], {"kind": "vector"}),
-                     SearchRequest(k=10, where=SELECTIVITY_FILTERS[0.10], save=False))
+                     SearchRequest(k=10, where=SELECTIVITY_FILTERS[0.01], save=False))
     assert outcome.params["strategy"] == "id-selector" and len(outcome.hits) == 10
 
 

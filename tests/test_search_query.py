@@ -70,7 +70,10 @@ def test_filtered_faiss_search_keeps_recall_at_1_10_and_50_percent(
             assert len(found) == 10  # k matching frames exist, so k come back
             city = where.split("'")[-2]
             assert all(corpus.cities[i] == city for i in found)
-            assert outcome.params["strategy"] == expected.get(selectivity, "exact-filtered")
+            # 10 %: the planner may keep the ANN candidates when enough of them pass (faiss_plans)
+            allowed_plans = {expected.get(selectivity, "exact-filtered")} | ({"filter-candidates"}
+                                                                             if selectivity == 0.10 else set())
+            assert outcome.params["strategy"] in allowed_plans
             if outcome.params["strategy"] != "filter-candidates":  # no id list, no selectivity
                 assert outcome.params["selectivity"] == pytest.approx(selectivity, abs=0.005)
             recalls.append(recall_at(found, truth))

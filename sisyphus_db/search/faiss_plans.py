@@ -35,6 +35,8 @@ EXACT_MAX = 60_000               # allowed frames searched exactly over the refi
 EXACT_MAX_WITHOUT_STORE = 20_000  # the same in SQL, for indexes without a refine store
 SELECTOR_MAX_FRACTION = 0.25     # below this fraction of the index, search only the allowed ids
 CANDIDATES_FIRST = 4             # a filter is first checked on this many times `depth` ANN candidates
+ENOUGH_PASSING_DIVISOR = 4       # ... and that plan is kept when at least depth / this many pass,
+ENOUGH_PASSING_MIN = 50          # and at least this many (the top k allowed are then among them)
 PLANS = ("filter-candidates", "exact-filtered", "id-selector", "over-fetch")
 
 
@@ -72,9 +74,14 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         # Every indexed frame was a candidate: nothing else can match. (Fewer candidates than
         # asked for can also mean the probed lists were short: that is not exhaustion.)
         complete = fetched.size >= ntotal
-        if plan == "filter-candidates" or passing.size >= depth or complete:
+        # Enough passing candidates: all of them are re-ranked exactly, and the true nearest
+        # allowed frames rank near the top of the unfiltered list when the filter is broad
+        # (e.g. >= 6 % of the frames at depth 200, 4 x 200 candidates, 50 passing). Fewer than
+        # `depth` is fine: the engine deepens the search if k are not reached.
+        enough = min(depth, max(ENOUGH_PASSING_MIN, depth // ENOUGH_PASSING_DIVISOR))
+        if plan == "filter-candidates" or passing.size >= enough or complete:
             info["strategy"] = "filter-candidates"
-            info["exhausted"] = passing.size < depth
+            info["exhausted"] = passing.size < depth and (complete or plan == "filter-candidates")
             return _rerank(db, model, store, query, fetched[np.isin(fetched, passing)], depth), info
 
     # With a store, the ids need no join with embeddings: only stored frames have rows in it.
