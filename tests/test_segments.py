@@ -200,8 +200,9 @@ def test_ingest_keeps_segments_current_and_the_segment_index_uses_the_shared_reg
     db.dispose()
     assert count == 3  # 8 s in 4 s windows, stride 2 s: the ingest built them
     truth = make_copy(extra, "excerpt", tmp_path / "q.mp4", rng=np.random.default_rng(1), min_excerpt=4.5)
-    stale = cli("--database-url", url, "search", "--video", str(truth.path), "--no-save")
-    assert "warning: 3 segments are newer than the segment index" in stale.stderr
+    stale = cli("--database-url", url, "search", "--video", str(truth.path), "--no-save", "--json")
+    assert "warning: 3 segments are newer than the segment index and were compared exactly" in stale.stderr
+    assert json.loads(stale.stdout)["results"][0]["source_uri"] == str(extra.resolve())
     assert cli("--database-url", url, "index", "update", "--kind", "segments").exit_code == 0
     result = cli("--database-url", url, "search", "--video", str(truth.path), "--json", "--save", "segments-faiss")
     assert result.exit_code == 0 and result.stderr == "", result.stderr

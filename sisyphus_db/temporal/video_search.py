@@ -153,9 +153,9 @@ def nearest_segments(db: Database, model: StoredModel, matrix: SegmentMatrix, qu
     from sisyphus_db.search.indexing import build_command, load_faiss_index
 
     warnings: list[str] = []
-    newer = int((matrix.ids > record.watermark).sum())
-    if newer:
-        warnings.append(f"{newer} segments are newer than the segment index and not searched: "
+    pending = np.flatnonzero(matrix.ids > record.watermark)
+    if pending.size:
+        warnings.append(f"{pending.size} segments are newer than the segment index and were compared exactly: "
                         f"run `{build_command(SEGMENTS.kind, 'update')}`")
     index = load_faiss_index(record)
     # Over-fetch: segments of other windows share the index and are dropped here.
@@ -163,8 +163,12 @@ def nearest_segments(db: Database, model: StoredModel, matrix: SegmentMatrix, qu
     position = {int(i): n for n, i in enumerate(matrix.ids)}
     lists = []
     for row, ids in enumerate(found):
-        columns = [position[int(i)] for i in ids if int(i) in position][:depth]
-        lists.append([(int(matrix.ids[c]), float(queries[row] @ matrix.vectors[c])) for c in columns])
+        columns = [position[int(i)] for i in ids if int(i) in position]
+        # Segments added since the index was built (e.g. a new window) are not in it: compare them exactly.
+        columns = list(dict.fromkeys([*columns, *pending.tolist()]))
+        sims = matrix.vectors[columns] @ queries[row] if columns else np.empty(0, dtype=np.float32)
+        best = np.argsort(-sims, kind="stable")[:depth]
+        lists.append([(int(matrix.ids[columns[c]]), float(sims[c])) for c in best])
     return lists, "faiss", warnings
 
 
