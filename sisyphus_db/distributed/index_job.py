@@ -15,6 +15,7 @@ One merged index is registered; N shards registered side by side are not offered
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,8 +137,6 @@ def run_ray_index_build(db: Database, model: StoredModel, *, address: str | None
 def _add_shards(url: str, home: str, model: StoredModel, empty: npt.NDArray[np.uint8], ranges: list[tuple[int, int]],
                 progress: Progress | None) -> list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64],
                                                          npt.NDArray[np.float16], str]]:
-    import os
-
     import ray
 
     # SPREAD: shards go to different nodes when there are several (memory and disk reads spread too).
