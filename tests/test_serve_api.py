@@ -498,6 +498,7 @@ def test_concurrent_searches_give_the_sequential_answers(world: World) -> None:
     assert all(ids == expected[q] for q, ids in answers)
 
 
+@pytest.mark.slow
 def test_a_new_index_is_picked_up_while_the_app_runs(pg_server: EmbeddedServer, template_url: str, tmp_path: Path,
                                                       embedder: Embedder) -> None:
     url = create_database_from_template(pg_server)
@@ -666,6 +667,7 @@ def test_a_streamed_upload_is_cut_off_at_the_limit(world: World) -> None:
     assert _counts(world.db)[2:] == before[2:]
 
 
+@pytest.mark.slow
 def test_concurrent_uploads_are_embedded_in_batches_and_each_gets_its_own_answer(world: World,
                                                                                  embedder: Embedder) -> None:
     from sisyphus_db.media.images import load_image
