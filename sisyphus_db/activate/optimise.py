@@ -11,7 +11,8 @@ it. The loss, per image, is
 where f is the model's L2-normalised feature computed exactly as the ingest computes it
 (resize to the model's input, normalise, trunk, pooling) but differentiably, c1/c2 the
 assigned and second-nearest coarse centroids. After every step the change is projected
-back onto the PSNR ball: scaled down when its mean squared error exceeds the bound.
+back onto the PSNR ball: scaled down when its mean squared error exceeds the bound. Each
+image keeps the change of its lowest loss (the unchanged image included).
 """
 
 from __future__ import annotations
