@@ -45,9 +45,10 @@ from sisyphus_db.store.vectors import vectors_by_id
 
 DISCOVER_METHODS: tuple[str, ...] = ("rocchio", "multi", "classifier", "expand")
 # Chosen by the simulated reviewer (benchmarks/results/discover.md): over two demo drives and
-# four rare classes of a labelled tree, 6-7 starts each, it reviewed the fewest frames to reach
-# 50 %, 80 % and 100 % of a class (means 13.0 / 18.9 / 29.5; rocchio 13.5 / 19.8 / 34.9; multi
-# 13.2 / 20.9 / 69.2: one look per query finds the bulk fast but not the odd last frames).
+# four rare classes of a labelled tree, 6-7 starts each, the methods are close up to 80 % of a
+# class and the classifier finds the last frames soonest (means to 50 / 80 / 100 %: classifier
+# 13.1 / 19.4 / 29.3, expand 13.2 / 19.0 / 35.2, rocchio 13.6 / 20.0 / 35.2, multi 13.2 / 19.8 /
+# 71.9: one look per query finds the bulk fast but not the odd last frames).
 DEFAULT_METHOD = "classifier"
 MAX_QUERIES = 8          # ANN searches per round, however many positives a label has
 POOL_PER_QUERY = 50      # classifier: candidates taken around each positive
