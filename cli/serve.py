@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +52,9 @@ def serve(
     # Open (and for the embedded server, start) the database before binding: a bad URL fails here, in one line.
     db = open_database(config_settings)
     app = create_app(config, db=db)
+    # Bind before saying where: a port in use is one clear line, and --port 0 shows the port it got.
+    sock = _listen(host, port)
+    port = int(sock.getsockname()[1])
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
     console = stderr_console()
@@ -64,12 +68,35 @@ def serve(
     if not is_loopback(host):
         console.print(f"listening on {host}: every request must carry a token", markup=False)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                    timeout_graceful_shutdown=5)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                               timeout_graceful_shutdown=5))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass  # uvicorn shut down cleanly, then re-raised the Ctrl-C it caught: that is a normal stop
     finally:
+        sock.close()
         db.dispose()
     console.print("sisyphus serve: stopped", markup=False)
     logging.getLogger(__name__).debug("server stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    from sisyphus_db.errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def register(app: typer.Typer) -> None:

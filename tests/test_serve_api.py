@@ -714,3 +714,13 @@ def test_concurrent_uploads_are_embedded_in_batches_and_each_gets_its_own_answer
     with ThreadPoolExecutor(max_workers=8) as pool:
         for path, frame in pool.map(upload, paths):
             assert world.frames[frame]["path"] == str(path)
+
+
+def test_serve_says_in_one_line_when_the_port_is_taken(cli: Any, world: World) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("--database-url", world.url, "serve", "--port", str(port))
+    assert result.exit_code != 0 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
