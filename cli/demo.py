@@ -58,7 +58,14 @@ def demo(
     clock = time.perf_counter()
     video, truth = prepare_demo_video(demo_home / "videos", options)
     video_seconds = time.perf_counter() - clock
-    db = open_database(demo_settings)
+    if demo_settings.uses_embedded_database:
+        # The demo's own database follows the code: a newer sisyphus migrates it instead of refusing.
+        from sisyphus_db.db import migrate
+
+        db = open_database(demo_settings, require_schema=False)
+        migrate.upgrade(db)
+    else:
+        db = open_database(demo_settings)
     from sisyphus_db.cli.progress import StageProgress, progress_bars
 
     try:
