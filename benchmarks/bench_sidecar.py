@@ -154,7 +154,7 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
                 latencies.append(ms)
                 recalls.append(recall(ids[:K].tolist(), t.tolist()))
             row[plan] = {"recall_at_10": round(float(np.mean(recalls)), 4), **percentiles(latencies)}
-        for ef in sorted({pg_ef, 40, max(pg_ef * 2, 80)}) if pg_ef is not None else ():
+        for ef in sorted({pg_ef, 40, min(1000, max(pg_ef * 2, 80))}) if pg_ef is not None else ():
             r, latencies = pg_recall_at(world, ef, queries, truth, where)
             row[f"pgvector_ef{ef}"] = {"recall_at_10": round(r, 4), **percentiles(latencies)}
         out[label] = row
@@ -224,21 +224,25 @@ def run_world(world: World, n: int, dim: int, args: argparse.Namespace, out: dic
 
     pg_entry: dict[str, Any] = {}
     logger.info("building pgvector HNSW (budget %.0f s)", args.pgvector_budget)
-    try:
-        with BuildWatch(libpq_url(db.url), args.pgvector_budget) as watch:
-            pg_report = build_pgvector_index(db, model, target_recall=args.target_recall)
-        pg_entry.update({"factory": pg_report.record.factory, "build_seconds": round(pg_report.seconds, 2),
-                         "index_seconds": pg_report.record.params.get("index_seconds")})
-        built = True
-    except Exception as exc:  # noqa: BLE001 - a build cancelled by the watch is reported, not fatal
-        if watch.cancelled_at is None:
-            raise
-        done = watch.cancelled_at["tuples_done"] or 0
-        pg_entry.update({"build_completed": False, "index_seconds_extrapolated":
-                         round(watch.cancelled_at["elapsed_s"] * n / done, 1) if done else None,
-                         "note": f"cancelled after {args.pgvector_budget:.0f} s ({type(exc).__name__}); linear "
-                                 "extrapolation (an underestimate: HNSW inserts slow down as the graph grows)"})
+    if args.skip_pgvector:
+        pg_entry["note"] = "pgvector not run in this invocation (--skip-pgvector)"
         built = False
+    else:
+        try:
+            with BuildWatch(libpq_url(db.url), args.pgvector_budget) as watch:
+                pg_report = build_pgvector_index(db, model, target_recall=args.target_recall)
+            pg_entry.update({"factory": pg_report.record.factory, "build_seconds": round(pg_report.seconds, 2),
+                             "index_seconds": pg_report.record.params.get("index_seconds")})
+            built = True
+        except Exception as exc:  # noqa: BLE001 - a build cancelled by the watch is reported, not fatal
+            if watch.cancelled_at is None:
+                raise
+            done = watch.cancelled_at["tuples_done"] or 0
+            pg_entry.update({"build_completed": False, "index_seconds_extrapolated":
+                             round(watch.cancelled_at["elapsed_s"] * n / done, 1) if done else None,
+                             "note": f"cancelled after {args.pgvector_budget:.0f} s ({type(exc).__name__}); linear "
+                                     "extrapolation (an underestimate: HNSW inserts slow down as the graph grows)"})
+            built = False
     if built:
         ef, ef_table = tune_pg_held_out(world, q_tune[:args.pg_tune_queries], t_tune[:args.pg_tune_queries],
                                         args.target_recall)
@@ -380,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filtered-queries", type=int, default=30)
     parser.add_argument("--pgvector-budget", type=float, default=1500.0)
     parser.add_argument("--skip-knn", action="store_true")
+    parser.add_argument("--skip-pgvector", action="store_true", help="measure the faiss side only")
     parser.add_argument("--knn-nprobe", type=int, default=8, help="lists compared per list in the k-NN graph")
     parser.add_argument("--note", default="The 2 cores were shared with other jobs during the run: absolute "
                                           "figures are pessimistic, ratios are side by side in the same run.")
@@ -393,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     external = os.environ.get("SISYPHUS_DATABASE_URL")
     if args.model:
-        db = open_database(Settings(database_url=external) if external else Settings())
+        db = open_database(Settings.from_env())  # SISYPHUS_DATABASE_URL / SISYPHUS_HOME, as the CLI
         try:
             model = find_model(db, args.model)
             if model is None:

@@ -88,8 +88,11 @@ def test_round_trip_values_ids_and_tags(database: Database, tmp_path: Path) -> N
     hits = search(database, model, query_from_frame(database, id_of[names[3]], model),
                   SearchRequest(k=3, save=False)).hits
     assert hits[0].frame_id == id_of[names[3]]
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(tmp_path / "red.jpg")
     with pytest.raises(ModelError, match=r"^model clip-import cannot embed images: its vectors were imported"):
-        query_from_images([tmp_path / "any.jpg"], model)
+        query_from_images([tmp_path / "red.jpg"], model)
 
 
 def test_a_rerun_is_idempotent(database: Database, tmp_path: Path) -> None:

@@ -38,8 +38,8 @@ def query_from_images(paths: Sequence[Path], model: StoredModel, *, device: str 
     from sisyphus_db.embed.embedder import load_embedder
     from sisyphus_db.media.images import load_image
 
+    images = [load_image(path).rgb for path in paths]  # a broken image is reported first
     _refuse_imported(model)
-    images = [load_image(path).rgb for path in paths]
     embedder = load_embedder(model.name, device=device)
     return query_from_rgb(images, model, embedder, {"kind": "image", "paths": [str(Path(p).resolve()) for p in paths]})
 
