@@ -24,8 +24,8 @@ DEFAULT_SPEEDS = (0.5, 2 / 3, 0.8, 1.0, 1.25, 1.5, 2.0)
 DEFAULT_TOP = 3
 DEFAULT_MIN_SIMILARITY = 0.3
 SPEED_MARGIN = 0.9  # another speed must collect more than 1/0.9 of the best votes to beat one nearer 1x
-RELATIVE_SIMILARITY = 0.6  # a supporting frame is at least this fraction of the best frames' similarity
-MIN_GAP_SECONDS = 2.0      # a longer stretch without support ends a run
+RELATIVE_SIMILARITY = 0.5  # a supporting frame is at least this fraction of the best frames' similarity
+MIN_GAP_SECONDS = 4.0      # a longer stretch without support ends a run
 
 
 @dataclass(frozen=True)
