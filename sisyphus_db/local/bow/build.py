@@ -116,10 +116,12 @@ def build_bow(db: Database, model: StoredModel, *, words: int | None = None, lay
               sample_descriptors: int = DEFAULT_SAMPLE_DESCRIPTORS, batch_size: int = DEFAULT_BATCH_SIZE,
               rebuild: bool = False, device: str = "auto", seed: int = 0,
               progress: Progress | None = None) -> BowReport:
-    from sisyphus_db.devices import resolve_torch_device
+    from sisyphus_db.ann.device import resolve_faiss_device
     from sisyphus_db.embed.embedder import load_embedder
 
     check_layer(layer)
+    # k-means runs where faiss can: on the GPU only with a faiss built for it (refused before any work).
+    kmeans_device = resolve_faiss_device(device)
     if words is not None and words < 1:
         raise InputError(f"--words must be at least 1, got {words}")
     if sample_descriptors < 1:
@@ -152,7 +154,7 @@ def build_bow(db: Database, model: StoredModel, *, words: int | None = None, lay
         sample = np.concatenate(parts)
         descriptors_used, sampled = int(sample.shape[0]), len(chosen)
         size = words if words is not None else default_words(descriptors_used)
-        vocabulary = train_vocabulary(sample, size, device=resolve_torch_device(device), seed=seed)
+        vocabulary = train_vocabulary(sample, size, device=kmeans_device, seed=seed)
         del sample, parts
         path = _vocabulary_path(db, model, layer, ".npz")
         sha256 = write_vocabulary(vocabulary, path)

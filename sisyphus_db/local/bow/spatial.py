@@ -1,6 +1,6 @@
 """Spatial re-ranking: the window of a frame's assignment map whose words best match the query.
 
-Every axis-aligned window of whole cells, at least MIN_SIDE cells a side, is scored
+Every axis-aligned window of whole cells (sides from MIN_SIDE cells up, growing by SIDE_STEP) is scored
 by the cosine of its tf-idf histogram with the query's, through per-word integral
 images; the best window is the frame's new score and its localisation box.
 """
@@ -25,8 +25,15 @@ class Window:
     words: npt.NDArray[np.int32]  # the words inside the window, for query expansion
 
 
+SIDE_STEP = 1.3  # window sides grow geometrically: 2, 3, 4, 6, 7, 10, 13, 14 cells on a 14-cell axis
+
+
 def _sides(length: int) -> list[int]:
-    return list(range(min(MIN_SIDE, length), length + 1))
+    sides, side = {length}, float(min(MIN_SIDE, length))
+    while side < length:
+        sides.add(round(side))
+        side *= SIDE_STEP
+    return sorted(sides)
 
 
 def best_window(grid: npt.NDArray[np.int32], query: npt.NDArray[np.float64], idf: npt.NDArray[np.float64]
