@@ -724,3 +724,15 @@ def test_serve_says_in_one_line_when_the_port_is_taken(cli: Any, world: World) -
         result = cli("--database-url", world.url, "serve", "--port", str(port))
     assert result.exit_code != 0 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_the_listening_socket_gives_connections_without_nagle_delays() -> None:
+    from sisyphus_db.cli.serve import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        # asyncio sets TCP_NODELAY on accepted connections only for sockets with IPPROTO_TCP:
+        # with proto 0, Nagle and delayed ACKs added ~40 ms to every small request.
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
+    finally:
+        sock.close()
