@@ -122,6 +122,19 @@ def run_dataset(db: Any, folder: Path, args: argparse.Namespace) -> dict[str, An
     return out
 
 
+def merged_with_previous(result: dict[str, Any]) -> dict[str, Any]:
+    """Keep the other data sets and ranking modes of an earlier run with the same settings."""
+    path = RESULTS / "activate.json"
+    same = ("factory", "iterations", "lr", "psnr", "distractors")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if any(previous.get(key) != result[key] for key in same):
+        return result
+    datasets = previous.get("datasets", {})
+    for name, data in result["datasets"].items():
+        datasets[name] = {**datasets.get(name, {}), **data}
+    return {**result, "datasets": datasets}
+
+
 def write_markdown(result: dict[str, Any]) -> Path:
     lines = ["# Active indexing: passive vs activated references", "",
              (f"Machine: {result['machine']}; {result['date']}. **Other jobs shared this CPU** (several helpers ran "
@@ -146,8 +159,10 @@ def write_markdown(result: dict[str, Any]) -> Path:
                 continue
             for backend in ("faiss", "exact"):
                 p, a = data[key][f"{backend}_passive"], data[key][f"{backend}_active"]
-                name_b = f"faiss {result['factory']}" if backend == "faiss" else "exact"
-                lines.append(f"| {label} | {name_b} | {p['r@1']:.3f} | {a['r@1']:.3f} | {p['r@10']:.3f} | "
+                if backend == "exact" and key == "rerank" and "no_rerank" in data:
+                    continue  # exact search has no codes: one row is enough
+                name_b = f"faiss {result['factory']}" if backend == "faiss" else "exact (no index)"
+                lines.append(f"| {label if backend == 'faiss' else '-'} | {name_b} | {p['r@1']:.3f} | {a['r@1']:.3f} | {p['r@10']:.3f} | "
                              f"{a['r@10']:.3f} | {p['uap']:.3f} | {a['uap']:.3f} |")
         if "no_rerank" in data:
             lines += ["", f"r@1 per transformation, faiss {result['factory']} without rerank (passive -> active):", "",
@@ -201,6 +216,7 @@ def main() -> int:
             print(f"== {name}", flush=True)
             result["datasets"][name] = {**run_dataset(db, folder, args), "note": note}
             RESULTS.mkdir(parents=True, exist_ok=True)
+            result = merged_with_previous(result)
             (RESULTS / "activate.json").write_text(json.dumps(result, indent=2) + "\n")
             print(f"wrote {write_markdown(result)}", flush=True)
     finally:
