@@ -264,12 +264,11 @@ def run_activation(paths: Sequence[Path | str], out: Path | str, options: Activa
         from sisyphus_db.activate.optimise import FeatureFunction
 
         FeatureFunction(embedder).check_gradients()  # before minutes of embedding and training
-        pending = [item for item in plan if not is_done(item)]
-        index, index_info = train_index_for_inputs(embedder, plan if pending else [], options.index, progress) \
-            if pending else (None, {"kind": "trained_for_purpose", "factory": options.index})
-    if index is None:  # everything was already done: nothing to train for
-        report = ActivateReport(Path(out).expanduser().resolve(), embedder.spec.name, index_info or {},
-                                embedder.device, skipped=[str(item.source) for item in plan])
-        return report
+        if all(is_done(item) for item in plan):  # nothing left: no index to train
+            return ActivateReport(Path(out).expanduser().resolve(), embedder.spec.name,
+                                  {"kind": "trained_for_purpose", "factory": options.index}, embedder.device,
+                                  skipped=[str(item.source) for item in plan])
+        # Trained on every input, done or not, so a resumed run targets the same codes.
+        index, index_info = train_index_for_inputs(embedder, plan, options.index, progress)
     return activate_plan(plan, embedder, index, index_info or {}, options.settings, batch_size=options.batch_size,
                          progress=progress, out=Path(out).expanduser().resolve())
