@@ -337,7 +337,8 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
                   "refine vectors)", "",
                   "| | faiss sidecar | pgvector HNSW | ratio |", "|---|---|---|---|"]
         pb, fb = p.get("bulk", {}), f["bulk"]
-        pg_build = p.get("index_seconds") or f"~{p.get('index_seconds_extrapolated')} (extrapolated)"
+        pg_build = p.get("index_seconds") or (f"~{p['index_seconds_extrapolated']} (extrapolated)"
+                                              if p.get("index_seconds_extrapolated") else "not run")
         lines.append(f"| build s | {f['build_seconds']} | {pg_build} | "
                      f"{r['ratios'].get('build_faiss_over_pgvector_index', '-')} |")
         lines.append(f"| bulk q/s (recall@10) | {fb['qps']} ({fb['recall_at_10']}; nprobe {fb['nprobe']}, rerank "
