@@ -126,9 +126,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(env: dict[str, str], port: int, threads: int) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-m", "sisyphus_db.cli.main", "serve", "--port", str(port),
-                                "--workers-threads", str(threads)], env=env, stderr=subprocess.PIPE, text=True)
+def start_server(env: dict[str, str], port: int, threads: int | None) -> subprocess.Popen[str]:
+    extra = [] if threads is None else ["--workers-threads", str(threads)]
+    process = subprocess.Popen([sys.executable, "-m", "sisyphus_db.cli.main", "serve", "--port", str(port), *extra],
+                               env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while True:
         if process.poll() is not None:
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each load scenario")
     parser.add_argument("--clients", default="1,8")
-    parser.add_argument("--threads", type=int, default=8, help="sisyphus serve --workers-threads")
+    parser.add_argument("--threads", type=int, default=None, help="sisyphus serve --workers-threads (default: its own)")
     parser.add_argument("--factory", default="auto")
     parser.add_argument("--cli-runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -375,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         process.wait(timeout=60)
         process = None
         cli = cli_timings(env, ids, jpeg_path, args.cli_runs)
-        result = {"machine": info, "corpus": corpus, "threads": args.threads, "seconds_per_scenario": args.seconds,
+        from sisyphus_db.serve.state import DEFAULT_THREADS
+
+        result = {"machine": info, "corpus": corpus, "threads": args.threads or DEFAULT_THREADS, "seconds_per_scenario": args.seconds,
                   "server_startup_seconds": round(startup, 1), "server": server, "cli": cli}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "serve.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -20,9 +20,10 @@ def serve(
                                                     "per line, mode 0600); generated when missing. Default beyond "
                                                     "loopback: <data dir>/serve-token.")] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload.")] = 20.0,
-    workers_threads: Annotated[int, typer.Option("--workers-threads", min=1, max=256,
-                                                 help="Requests handled at once (thread pool and "
-                                                      "database connections).")] = 8,
+    workers_threads: Annotated[int | None, typer.Option("--workers-threads", min=1, max=256,
+                                                        help="Requests handled at once (thread pool and database "
+                                                             "connections; default: twice the cores, at least 4).")
+                               ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Default model of searches that name none.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="Where query images are embedded: auto, cpu or "
                                                "cuda.")] = None,
@@ -33,7 +34,7 @@ def serve(
     from sisyphus_db.db.database import open_database
     from sisyphus_db.serve.app import create_app
     from sisyphus_db.serve.auth import is_loopback, prepare_tokens
-    from sisyphus_db.serve.state import ServeConfig, tune_threads
+    from sisyphus_db.serve.state import DEFAULT_THREADS, ServeConfig, tune_threads
 
     config_settings = settings(ctx)
     if device is not None:
@@ -47,7 +48,7 @@ def serve(
         config_settings = replace(config_settings, device=device)
     tokens = prepare_tokens(host, token_file, config_settings.ensure_home())
     config = ServeConfig(settings=config_settings, host=host, port=port, tokens=tokens, max_upload_mb=max_upload_mb,
-                         threads=workers_threads, model=model)
+                         threads=workers_threads or DEFAULT_THREADS, model=model)
     tune_threads()
     # Open (and for the embedded server, start) the database before binding: a bad URL fails here, in one line.
     db = open_database(config_settings)
