@@ -10,13 +10,15 @@ from rich.table import Table
 
 from sisyphus_db.cli.context import database, emit_json, stdout_console
 
-app = typer.Typer(help="Sound: one vector per second of every video's audio track (log-mel baseline).",
-                  no_args_is_help=True)
+app = typer.Typer(help="Sound: one vector per second of every video's audio track "
+                  "(VGGish with local weights, else log-mel).", no_args_is_help=True)
 
 
 @app.command("build")
 def build(
     ctx: typer.Context,
+    method: Annotated[str, typer.Option("--method", help="auto (vggish when SISYPHUS_VGGISH_WEIGHTS names a "
+                                        "local weights file, else logmel), vggish or logmel.")] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
     """Per-second sound vectors of every ingested video that has none yet (videos without audio are skipped).
@@ -24,11 +26,12 @@ def build(
     Then `sisyphus search --audio-of FRAME_ID` or `sisyphus search --audio FILE`.
     """
     from sisyphus_db.cli.progress import StageProgress, progress_bars
-    from sisyphus_db.temporal.audio_store import build_audio
+    from sisyphus_db.temporal.audio_store import build_audio, sound_method
 
+    chosen = sound_method(method)  # a bad method or weights file fails before the database is touched
     with database(ctx) as db:
         with progress_bars() as progress:
-            report = build_audio(db, StageProgress(progress))
+            report = build_audio(db, StageProgress(progress), method=chosen)
     if json_output:
         emit_json(report.to_json())
         return

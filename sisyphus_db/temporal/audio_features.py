@@ -6,8 +6,8 @@ filterbank (125 Hz - 7.5 kHz, as VGGish uses); the log energies of each second a
 into their mean over time (minus its average over the bands, so loudness does not
 dominate) and their standard deviation over time; the 128 numbers are L2-normalised.
 Sounds with the same spectral shape (a siren, a horn, rain) are near; different ones far.
-VGGish embeddings (SISYPHUS_VGGISH_WEIGHTS with torchaudio) are not implemented here: the
-environment cannot install torchaudio without replacing torch.
+VGGish embeddings (when SISYPHUS_VGGISH_WEIGHTS names a local weights file) live in
+`vggish.py`, in plain torch: torchaudio cannot be installed without replacing torch.
 """
 
 from __future__ import annotations
