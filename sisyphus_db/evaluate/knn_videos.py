@@ -97,7 +97,6 @@ def _means(db: Database, sql: str, params: dict[str, Any], sources: list[int]) -
 
 def run_knn_videos(db: Database, root: Path, options: KnnVideoOptions = KnnVideoOptions(),
                    observer: IngestObserver | None = None, progress: Progress | None = None) -> KnnVideoReport:
-    from sisyphus_db.temporal.audio_features import METHOD as AUDIO_METHOD
     from sisyphus_db.temporal.audio_store import build_audio
     from sisyphus_db.temporal.colour_build import build_colour
     from sisyphus_db.temporal.segments import build_segments
@@ -114,7 +113,7 @@ def run_knn_videos(db: Database, root: Path, options: KnnVideoOptions = KnnVideo
         raise InputError(f"{root}: no video could be ingested")
     build_segments(db, model, window=options.window, progress=progress)
     build_colour(db, device=options.device, progress=progress)
-    build_audio(db, progress=progress)
+    audio = build_audio(db, progress=progress)  # VGGish when its weights are set, else the log-mel baseline
     colour = find_model(db, "colour")
     with db.transaction() as conn:
         source_of = {str(uri): int(i) for uri, i in conn.execute(sa.text(
@@ -129,7 +128,7 @@ def run_knn_videos(db: Database, root: Path, options: KnnVideoOptions = KnnVideo
                            "AND source_id = ANY(:sources)", {"m": model.id, "w": options.window}, sources),
         "colour": _means(db, frame_sql, {"m": colour.id}, sources) if colour is not None else {},
         "sound": _means(db, "SELECT source_id, vec FROM audio_segments WHERE method = :a AND source_id = ANY(:sources)",
-                        {"a": AUDIO_METHOD}, sources),
+                        {"a": audio.method}, sources),
     }
     parts = ("frames", "segments", "colour", "sound")
     descriptors["combination"] = {
