@@ -187,3 +187,46 @@ def test_colour_build_and_search_by_colour(cli: CliRunner, fresh_database_url: s
     assert names == ["snow-0.png", "snow-1.png", "snow-2.png"]
     wrong = cli("--database-url", url, "ingest", str(folder), "--model", "colour@max")
     assert wrong.exit_code == 1 and "the colour model has no pooling" in wrong.stderr
+
+
+def test_batched_kmeans_palettes_match_the_faiss_ones() -> None:
+    """The device path (one batched Lloyd's k-means for many frames) gives the CPU path's palettes;
+    it runs here on the CPU with the same torch code the GPU runs."""
+    import torch
+
+    from sisyphus_db.embed.colour import batched_kmeans, dominant_colours, merge_clusters, palette_vector
+
+    solid = np.zeros((32, 32, 3), dtype=np.uint8)
+    solid[..., 1] = 180
+    two = np.zeros((32, 32, 3), dtype=np.uint8)
+    two[:, :24] = (30, 60, 200)
+    two[:, 24:] = (240, 240, 240)
+    three = np.zeros((32, 32, 3), dtype=np.uint8)
+    three[:16] = (250, 200, 20)
+    three[16:28] = (20, 20, 20)
+    three[28:] = (200, 30, 30)
+    frames = [solid, two, three]
+    lab = torch.from_numpy(np.stack([_lab_of(frame).reshape(-1, 3) for frame in frames]))
+    centroids, counts = batched_kmeans(lab)
+    assert centroids.shape == (3, 5, 3) and counts.sum(dim=1).tolist() == [1024, 1024, 1024]
+    for frame, c, n in zip(frames, centroids, counts, strict=True):
+        batched = merge_clusters(c.numpy(), n.numpy().astype(np.float64))
+        reference = dominant_colours(_lab_of(frame))
+        np.testing.assert_allclose(batched[1], reference[1], atol=1e-6)
+        np.testing.assert_allclose(batched[0], reference[0], atol=0.5)
+        np.testing.assert_allclose(palette_vector(*batched), palette_vector(*reference), atol=1e-2)
+
+
+@pytest.mark.gpu
+def test_colour_palettes_on_the_gpu_match_the_cpu() -> None:
+    import torch
+
+    from sisyphus_db.embed.colour import ColourPalette
+
+    images = torch.rand(4, 3, 64, 64)
+    images[:2] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    module = ColourPalette()
+    on_gpu = module(images.cuda()).cpu()
+    on_cpu = module(images)
+    cosine = torch.nn.functional.cosine_similarity(on_gpu, on_cpu)
+    assert float(cosine.min()) > 0.95

@@ -54,7 +54,12 @@ def dominant_colours(lab_pixels: npt.NDArray[np.float32], k: int = PALETTE_SIZE,
     kmeans.train(points)
     _, assignment = kmeans.index.search(points, 1)
     counts = np.bincount(assignment[:, 0], minlength=k).astype(np.float64)
-    centroids = kmeans.centroids.reshape(k, 3)
+    return merge_clusters(kmeans.centroids.reshape(k, 3), counts)
+
+
+def merge_clusters(centroids: npt.NDArray[np.float32],
+                   counts: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+    """Clusters closer than MERGE_DELTA_E merged, sorted by share: (colours (m, 3), shares (m,))."""
     colours: list[npt.NDArray[np.float32]] = []
     shares: list[float] = []
     for index in np.argsort(-counts, kind="stable"):
@@ -70,8 +75,32 @@ def dominant_colours(lab_pixels: npt.NDArray[np.float32], k: int = PALETTE_SIZE,
             colours.append(centroids[index].astype(np.float32))
             shares.append(float(counts[index]))
     order = np.argsort(-np.asarray(shares), kind="stable")
-    share = np.asarray(shares)[order] / points.shape[0]
+    share = np.asarray(shares)[order] / float(counts.sum())
     return np.asarray(colours, dtype=np.float32)[order], share
+
+
+def batched_kmeans(points: torch.Tensor, k: int = PALETTE_SIZE,
+                   iterations: int = KMEANS_ITERATIONS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means of many frames at once on the points' device (the GPU path).
+
+    points (N, P, 3) -> centroids (N, k, 3), counts (N, k). One kernel per step for the
+    whole batch: per-frame faiss calls on 1,024 points would spend their time launching.
+    Centroids start at evenly spaced lightness quantiles, so the result is deterministic.
+    """
+    n, p, _ = points.shape
+    order = torch.argsort(points[..., 0], dim=1)
+    picks = torch.linspace(0, p - 1, k, device=points.device).round().long()
+    centroids = torch.gather(points, 1, order[:, picks, None].expand(n, k, 3)).clone()
+    for _ in range(iterations):
+        assignment = torch.cdist(points, centroids).argmin(dim=2)
+        one_hot = functional.one_hot(assignment, k).to(points.dtype)  # (N, P, k)
+        counts = one_hot.sum(dim=1)
+        sums = one_hot.transpose(1, 2) @ points
+        # An empty cluster keeps its centroid (it is dropped later with a zero count).
+        centroids = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], centroids)
+    assignment = torch.cdist(points, centroids).argmin(dim=2)
+    counts = functional.one_hot(assignment, k).sum(dim=1)
+    return centroids, counts
 
 
 def palette_vector(colours: npt.NDArray[np.float32], shares: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
@@ -89,6 +118,8 @@ class ColourPalette(nn.Module):
         import faiss
 
         small = functional.adaptive_avg_pool2d(images.float(), THUMBNAIL).clamp(0.0, 1.0)
+        if images.is_cuda:
+            return self._on_device(small)
         pixels = small.permute(0, 2, 3, 1).reshape(images.shape[0], -1, 3).cpu().numpy()
         # A thumbnail's 1,024 points are far too few for OpenMP: one thread is ~20x faster here.
         threads = faiss.omp_get_max_threads()
@@ -98,3 +129,13 @@ class ColourPalette(nn.Module):
         finally:
             faiss.omp_set_num_threads(threads)
         return torch.from_numpy(np.stack(vectors)).to(images.device)
+
+    @staticmethod
+    def _on_device(small: torch.Tensor) -> torch.Tensor:
+        """The GPU path: Lab conversion on the host (cheap), k-means of the whole batch on the device."""
+        pixels = small.permute(0, 2, 3, 1).reshape(small.shape[0], -1, 3).cpu().numpy()
+        lab = torch.from_numpy(rgb_to_lab(pixels)).to(small.device)
+        centroids, counts = batched_kmeans(lab)
+        vectors = [palette_vector(*merge_clusters(c.cpu().numpy(), n.cpu().numpy().astype(np.float64)))
+                   for c, n in zip(centroids, counts, strict=True)]
+        return torch.from_numpy(np.stack(vectors)).to(small.device)
