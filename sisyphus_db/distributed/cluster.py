@@ -62,7 +62,10 @@ def _probe(address: str) -> None:
 @contextlib.contextmanager
 def ray_cluster(requested: str | None, *, num_cpus: int | None = None) -> Iterator[ClusterInfo]:
     """Ray for the length of a run: joined, or started locally and shut down afterwards."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise DistributedError("--ray needs Ray: pip install 'sisyphus-db[ray]' (or \"ray[data]\")") from None
 
     address = resolve_address(requested)
     _probe(address)
