@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image, ImageDraw
 
-from sisyphus_db.activate.manifest import manifest_path, write_manifest
+from sisyphus_db.media.activation_manifest import manifest_path, write_manifest
 from sisyphus_db.activate.quality import psnr, ssim
 from sisyphus_db.errors import AnnIndexError
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sisyphus_db.activate.manifest import (
+from sisyphus_db.media.activation_manifest import (
     MANIFEST_VERSION,
     manifest_path,
     write_manifest,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sisyphus_db.activate.manifest import activation_metadata
+from sisyphus_db.media.activation_manifest import activation_metadata
 from sisyphus_db.embed.preprocess import prepare_image
 from sisyphus_db.errors import SisyphusError
 from sisyphus_db.ingest.messages import (
