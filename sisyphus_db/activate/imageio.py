@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,17 +115,3 @@ def decode(data: bytes, mode: str) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         array = np.asarray(image.convert(mode), dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """The file appears whole or not at all (a crash never leaves half an image to be skipped)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            tmp.write(data)
-            os.fchmod(tmp.fileno(), 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -212,9 +212,9 @@ def _finish(item: Planned, source: Any, change: np.ndarray, embedder: Embedder, 
         encode,
         model_view,
         with_colour,
-        write_atomic,
     )
     from sisyphus_db.activate.quality import mse_for_psnr, psnr, ssim
+    from sisyphus_db.media.images import write_atomic
 
     original = source.colour
     scale = 1.0

@@ -38,7 +38,7 @@ from sisyphus_db.ingest.messages import (
 )
 from sisyphus_db.ingest.worker import run_worker
 from sisyphus_db.media.discover import discover
-from sisyphus_db.media.images import frame_jpeg_path
+from sisyphus_db.media.images import frame_jpeg_path, write_atomic
 from sisyphus_db.media.keyframes import make_selector
 from sisyphus_db.media.video import VideoFrame
 from sisyphus_db.store.bulk import FrameRow, load_frames
@@ -408,7 +408,7 @@ def frame_rows(items: list[Candidate], frames_dir: Path) -> list[FrameRow]:
         path = item.path
         if item.jpeg is not None:
             target = frame_jpeg_path(frames_dir, item.source_id, item.frame_index)
-            _write_atomic(target, item.jpeg)
+            write_atomic(target, item.jpeg)
             path = str(target)
         assert path is not None and item.sha256 is not None
         rows.append(FrameRow(
@@ -417,10 +417,3 @@ def frame_rows(items: list[Candidate], frames_dir: Path) -> list[FrameRow]:
             keyframe_score=item.keyframe_score, captured_at=item.captured_at, metadata=item.metadata,
         ))
     return rows
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -184,6 +184,12 @@ def encode_jpeg(rgb: np.ndarray, path: Path | str, quality: int = 90) -> str:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
     data = buffer.getvalue()
+    write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """The file appears whole or not at all: a crash never leaves half an image behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -195,7 +201,6 @@ def encode_jpeg(rgb: np.ndarray, path: Path | str, quality: int = 90) -> str:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return hashlib.sha256(data).hexdigest()
 
 
 def frame_jpeg_path(frames_dir: Path, source_id: int, frame_index: int) -> Path:
