@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from vector_data import SELECTIVITY_FILTERS, Corpus, make_corpus, recall_at
 
 import sisyphus_db.search.faiss_plans as faiss_plans
@@ -13,6 +14,7 @@ from sisyphus_db.search.engine import SearchRequest, search
 from sisyphus_db.search.filters import FrameFilter
 from sisyphus_db.search.indexing import build_faiss_index
 from sisyphus_db.search.queries import Query
+from sisyphus_db.search.runs import frame_details
 
 QUERIES = 8
 DEPTH = 40
@@ -90,3 +92,38 @@ def test_ids_without_the_vector_join_are_the_same_here(database: Database, corpu
     without = FrameFilter(database, where, corpus.model.id).all_ids(with_vector=False)
     np.testing.assert_array_equal(with_join, without)
     assert with_join.size == pytest.approx(500, abs=60)
+
+
+def test_first_passing_keeps_the_ranked_order_and_reads_the_metadata(database: Database, corpus: Corpus) -> None:
+    where = SELECTIVITY_FILTERS[0.50]
+    city = where.split("'")[-2]
+    ranked = np.random.default_rng(3).permutation(corpus.ids)[:300]
+    gone = next(int(i) for i in ranked[:20] if corpus.cities[int(i)] == city)
+    with database.transaction() as conn:
+        conn.execute(sa.text("DELETE FROM frames WHERE id = :id"), {"id": gone})
+    frame_filter = FrameFilter(database, where, corpus.model.id)
+    first, matched = frame_filter.first_passing(ranked, 12)
+    allowed = [int(i) for i in ranked if corpus.cities[int(i)] == city and int(i) != gone]
+    assert first.tolist() == allowed[:12]  # in the given order, not by id; a deleted frame never passes
+    assert matched == len(allowed)
+    assert set(frame_filter.details) == set(allowed[:12])
+    assert frame_filter.details == frame_details(database, allowed[:12])
+    none, zero = frame_filter.first_passing(ranked[:0], 5)
+    assert none.size == 0 and zero == 0
+
+
+def test_the_planner_answers_broad_filters_from_one_statement(database: Database, corpus: Corpus) -> None:
+    build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4")
+    for selectivity in (0.10, 0.50):
+        where = SELECTIVITY_FILTERS[selectivity]
+        recalls = []
+        for q in corpus.queries[:QUERIES]:
+            outcome = search(database, corpus.model, Query(q, {"kind": "vector"}),
+                             SearchRequest(k=10, where=where, save=False))
+            ids = [hit.frame_id for hit in outcome.hits]
+            assert len(ids) == 10 and [hit.distance for hit in outcome.hits] == sorted(hit.distance for hit in outcome.hits)
+            # the metadata the filter read is the table's
+            assert {hit.frame_id: (hit.path, hit.source_uri, hit.tags) for hit in outcome.hits} == {
+                frame_id: (d["path"], d["source_uri"], d["tags"]) for frame_id, d in frame_details(database, ids).items()}
+            recalls.append(recall_at(ids, exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()))
+        assert np.mean(recalls) >= 0.95, (selectivity, recalls)

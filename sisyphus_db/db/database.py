@@ -8,6 +8,7 @@ revision this code expects.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import weakref
@@ -60,7 +61,8 @@ class Database:
 
     Library code does its work in `transaction()` blocks. When `bound` is set (tests),
     every block is a savepoint inside that one connection's transaction, so a test's
-    writes are rolled back at its end.
+    writes are rolled back at its end. When `pinned` is set (`one_connection()`), every
+    block runs directly on that connection, inside its one transaction.
     """
 
     url: str
@@ -68,10 +70,14 @@ class Database:
     settings: Settings
     embedded: bool
     bound: sa.Connection | None = None
+    pinned: sa.Connection | None = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """A connection in a transaction that commits at the end of the block."""
+        if self.pinned is not None:
+            yield self.pinned
+            return
         if self.bound is not None:
             with self.bound.begin_nested():
                 yield self.bound
@@ -79,7 +85,23 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def one_connection(self) -> Iterator[Database]:
+        """This database with every `transaction()` block on one connection, in one transaction.
+
+        A search is a handful of short statements (registry, filter, metadata, saved run):
+        a pool checkout with its liveness ping, BEGIN and COMMIT for each cost more than the
+        statements themselves. The block commits at its end; an error rolls all of it back.
+        """
+        if self.bound is not None or self.pinned is not None:
+            yield self
+            return
+        with self.engine.begin() as conn:
+            yield dataclasses.replace(self, pinned=conn)
+
     def session(self) -> Session:
+        if self.pinned is not None:
+            return Session(bind=self.pinned, join_transaction_mode="create_savepoint", expire_on_commit=False)
         if self.bound is not None:
             return Session(bind=self.bound, join_transaction_mode="create_savepoint", expire_on_commit=False)
         return sessionmaker(self.engine, expire_on_commit=False)()

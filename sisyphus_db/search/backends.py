@@ -73,7 +73,7 @@ def pgvector_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.
 
 def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, query: npt.NDArray[np.float32],
                      depth: int, *, nprobe: int | None, frame_filter: FrameFilter | None,
-                     index: Any = None, store: Any = None) -> tuple[Neighbours, dict[str, Any]]:
+                     index: Any = None, store: Any = None, wanted: int | None = None) -> tuple[Neighbours, dict[str, Any]]:
     """ANN candidates from the sidecar, re-ranked exactly with the refine store's vectors in memory.
 
     The plans live in sisyphus_db.search.faiss_plans.
@@ -89,4 +89,4 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
     from sisyphus_db.search.faiss_plans import faiss_neighbours as planned
 
     return planned(db, model, record, query, depth, nprobe=nprobe, frame_filter=frame_filter, index=index,
-                   store=store)
+                   store=store, wanted=wanted)

@@ -17,7 +17,7 @@ from sisyphus_db.search.backends import Neighbours, exact_neighbours, faiss_neig
 from sisyphus_db.search.filters import FrameFilter, Where, where_description
 from sisyphus_db.search.queries import Query
 from sisyphus_db.search.runs import SearchHit, frame_details, save_run
-from sisyphus_db.store.indexes import IndexRecord, find_index
+from sisyphus_db.store.indexes import IndexRecord, find_index, find_index_and_backlog
 from sisyphus_db.store.registry import StoredModel
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,12 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
     touches the index file; `refine`: the refine store loaded with that index.
     """
     validate_request(request)
+    with db.one_connection() as pinned:
+        return _search(pinned, model, query, request, loaded=loaded, method=method, refine=refine)
+
+
+def _search(db: Database, model: StoredModel, query: Query, request: SearchRequest, *,
+            loaded: tuple[IndexRecord, Any] | None, method: SearchMethod | None, refine: Any) -> SearchOutcome:
     started = time.perf_counter()
     warnings: list[str] = []
     preloaded = loaded is not None and request.backend == "faiss"
@@ -130,7 +136,8 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
         assert record is not None
         found, info = faiss_neighbours(db, model, record, query.vector, depth, nprobe=request.nprobe,
                                        frame_filter=frame_filter, index=index,
-                                       store=refine if preloaded else None)
+                                       store=refine if preloaded else None,
+                                       wanted=request.k if request.per_source is None else None)
         # Fewer re-ranked results than candidates is not the end: candidates whose frames
         # were deleted since the last `index update` are dropped, and deeper search refills k.
         exhausted = bool(info.pop("exhausted"))
@@ -143,7 +150,8 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
     total: int | None = None  # counted only when a first pass falls short: count(*) is a scan
     while True:
         (ids, distances), exhausted = neighbours(depth)
-        kept, details = _live_kept(db, ids, distances, request.per_source, request.k)
+        kept, details = _live_kept(db, ids, distances, request.per_source, request.k,
+                                   known=frame_filter.details if frame_filter is not None else {})
         if len(kept) >= request.k or exhausted:
             break
         total = _vector_count(db, model) if total is None else total
@@ -171,19 +179,16 @@ def search(db: Database, model: StoredModel, query: Query, request: SearchReques
 def _index_for(db: Database, model: StoredModel, backend: str, warnings: list[str]) -> IndexRecord | None:
     if backend == "exact":
         return None
-    record = find_index(db, model.id, backend)
+    # pgvector's HNSW follows the table by itself: only the faiss sidecar has a backlog to count
+    record, newer = (find_index_and_backlog(db, model.id, backend) if backend == "faiss"
+                     else (find_index(db, model.id, backend), 0))
     if record is None:
         command = "sisyphus index build --backend pgvector" if backend == "pgvector" else "sisyphus index build"
         raise AnnIndexError(f"there is no {backend} index for {model.name}: run `{command}`")
-    if backend == "faiss":
-        with db.transaction() as conn:
-            newer = conn.execute(sa.text(
-                "SELECT count(*) FROM embeddings WHERE model_id = :m AND frame_id > :w"),
-                {"m": model.id, "w": record.watermark}).scalar_one()
-        if newer:
-            message = f"{newer} frames are newer than the faiss index and not searched: run `sisyphus index update`"
-            warnings.append(message)
-            logger.warning(message)
+    if newer:
+        message = f"{newer} frames are newer than the faiss index and not searched: run `sisyphus index update`"
+        warnings.append(message)
+        logger.warning(message)
     return record
 
 
@@ -194,8 +199,12 @@ def _vector_count(db: Database, model: StoredModel) -> int:
 
 
 def _live_kept(db: Database, ids: npt.NDArray[np.int64], distances: npt.NDArray[np.float32],
-               per_source: int | None, k: int) -> tuple[list[tuple[int, float]], dict[int, dict[str, Any]]]:
+               per_source: int | None, k: int, *, known: dict[int, dict[str, Any]]) -> (
+        tuple[list[tuple[int, float]], dict[int, dict[str, Any]]]):
     """The first k ranked frames still in the table, with their metadata (one join in the usual case).
+
+    `known`: metadata a filter already read in the same transaction (frames that passed it
+    are in the table): those frames need no join.
 
     The faiss index and its refine store keep a deleted frame until `index update`: the
     metadata join drops it here and the next ranked frames take its place, so PostgreSQL
@@ -211,7 +220,9 @@ def _live_kept(db: Database, ids: npt.NDArray[np.int64], distances: npt.NDArray[
     while len(kept) < k and position < len(pairs):
         chunk = pairs[position:position + k - len(kept)]
         position += len(chunk)
-        found = frame_details(db, [frame_id for frame_id, _ in chunk])
+        missing = [frame_id for frame_id, _ in chunk if frame_id not in known]
+        found = {**{frame_id: known[frame_id] for frame_id, _ in chunk if frame_id in known},
+                 **frame_details(db, missing)}
         details.update(found)
         kept += [pair for pair in chunk if pair[0] in found]
     return kept, details

@@ -2,8 +2,10 @@
 
 Plans (`info["strategy"]`), for one query of `depth` re-ranked results:
 - `ann`: no filter; the index's `depth` nearest candidates, re-ranked exactly.
-- `filter-candidates`: the filter is checked by PostgreSQL on the top `CANDIDATES_FIRST x
-  depth` ANN candidates only; a broad filter keeps enough of them and no id list is built.
+- `filter-candidates`: the top `CANDIDATES_FIRST x depth` ANN candidates are re-ranked in
+  memory, then one statement returns the nearest of them that pass the filter, in order,
+  with their metadata (for the engine's k, only the `depth` nearest are checked); a broad
+  filter keeps enough of them and no id list is built.
 - otherwise the allowed ids are evaluated once by PostgreSQL (`FrameFilter.all_ids`), then
   searched in memory without another round trip:
   - `exact-filtered`: at most `EXACT_MAX` allowed frames are compared exactly with the
@@ -42,8 +44,12 @@ PLANS = ("filter-candidates", "exact-filtered", "id-selector", "over-fetch")
 
 def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, query: npt.NDArray[np.float32],
                      depth: int, *, nprobe: int | None, frame_filter: FrameFilter | None, index: Any = None,
-                     plan: str | None = None, store: RefineStore | None = None) -> tuple[Neighbours, dict[str, Any]]:
+                     plan: str | None = None, store: RefineStore | None = None,
+                     wanted: int | None = None) -> tuple[Neighbours, dict[str, Any]]:
     """The `depth` nearest frames (ids, cosine distances), nearest first, and what was done.
+
+    `wanted`: how many of them the caller will use (the engine's k); the filter-candidates
+    plan then returns only that many, with their metadata already in `frame_filter.details`.
 
     `index`: the loaded index when the caller holds one (the server), else the cached file;
     `store`: its refine store when the caller holds one (the server keeps the generation it
@@ -70,19 +76,32 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         fetch = min(ntotal, depth * CANDIDATES_FIRST)
         _, found = search(index, query[None, :], fetch, nprobe=nprobe)
         fetched = found[0][found[0] >= 0]
-        passing = frame_filter.among(fetched)
+        # Re-ranked first (in memory, a fraction of a millisecond), so that one statement
+        # returns the nearest passing frames in order, with their metadata and the count.
+        ranked, distances = _rerank(db, model, store, query, fetched, int(fetched.size))
         # Every indexed frame was a candidate: nothing else can match. (Fewer candidates than
         # asked for can also mean the probed lists were short: that is not exhaustion.)
         complete = fetched.size >= ntotal
-        # Enough passing candidates: all of them are re-ranked exactly, and the true nearest
-        # allowed frames rank near the top of the unfiltered list when the filter is broad
-        # (e.g. >= 6 % of the frames at depth 200, 4 x 200 candidates, 50 passing). Fewer than
-        # `depth` is fine: the engine deepens the search if k are not reached.
-        enough = min(depth, max(ENOUGH_PASSING_MIN, depth // ENOUGH_PASSING_DIVISOR))
-        if plan == "filter-candidates" or passing.size >= enough or complete:
+        few = wanted is not None and wanted < depth and plan is None
+        if few:
+            # The caller needs only `wanted`: when that many pass among the `depth` nearest
+            # candidates (as accurate as an unfiltered search at this depth), they are the
+            # nearest allowed frames. Checking 200 candidates instead of 800 is most of the
+            # plan's cost (one index lookup each).
+            passing, matched = frame_filter.first_passing(ranked[:depth], int(wanted))
+            enough = int(wanted)
+        else:
+            passing, matched = frame_filter.first_passing(ranked, depth)
+            # Enough passing candidates: the true nearest allowed frames rank near the top of
+            # the unfiltered list when the filter is broad (e.g. >= 6 % of the frames at depth
+            # 200, 4 x 200 candidates, 50 passing). Fewer than `depth` is fine: the engine
+            # deepens the search if k are not reached.
+            enough = min(depth, max(ENOUGH_PASSING_MIN, depth // ENOUGH_PASSING_DIVISOR))
+        if plan == "filter-candidates" or matched >= enough or (complete and not few):
             info["strategy"] = "filter-candidates"
-            info["exhausted"] = passing.size < depth and (complete or plan == "filter-candidates")
-            return _rerank(db, model, store, query, fetched[np.isin(fetched, passing)], depth), info
+            info["exhausted"] = matched < depth and (complete or plan == "filter-candidates")
+            keep = np.isin(ranked, passing)
+            return (ranked[keep], distances[keep]), info
 
     # With a store, the ids need no join with embeddings: only stored frames have rows in it.
     allowed = frame_filter.all_ids(with_vector=store is None)

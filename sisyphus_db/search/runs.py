@@ -38,18 +38,27 @@ class SearchHit:
         return document
 
 
+# The metadata a hit carries, in the order `hit_details` reads them (frames JOIN sources).
+DETAIL_COLUMNS = ("frames.path, sources.uri, frames.pts_seconds, frames.source_id, frames.frame_index, "
+                  "frames.width, frames.height, sources.kind, sources.tags")
+
+
+def hit_details(row: Sequence[Any]) -> dict[str, Any]:
+    """A SearchHit's metadata from the DETAIL_COLUMNS values of one row."""
+    return {"path": row[0], "source_uri": row[1], "pts_seconds": row[2], "source_id": row[3],
+            "frame_index": row[4], "width": row[5], "height": row[6], "source_kind": row[7], "tags": row[8]}
+
+
 def frame_details(db: Database, frame_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Frame and source columns for these frames; frames that are gone are left out."""
     if not frame_ids:
         return {}
     with db.transaction() as conn:
         rows = conn.execute(sa.text(
-            "SELECT f.id, f.path, s.uri, f.pts_seconds, f.source_id, f.frame_index, f.width, f.height, s.kind, s.tags "
-            "FROM frames f JOIN sources s ON s.id = f.source_id WHERE f.id = ANY(:ids)"
+            f"SELECT frames.id, {DETAIL_COLUMNS} FROM frames JOIN sources ON sources.id = frames.source_id "
+            "WHERE frames.id = ANY(:ids)"
         ), {"ids": list(frame_ids)}).all()
-    return {row[0]: {"path": row[1], "source_uri": row[2], "pts_seconds": row[3], "source_id": row[4],
-                     "frame_index": row[5], "width": row[6], "height": row[7], "source_kind": row[8],
-                     "tags": row[9]} for row in rows}
+    return {row[0]: hit_details(row[1:]) for row in rows}
 
 
 def save_run(db: Database, *, model_id: int, query: dict[str, Any], where: str | None, backend: str, k: int,

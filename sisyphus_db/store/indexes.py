@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from sisyphus_db.db.database import Database
-from sisyphus_db.db.models import AnnIndex, Model
+from sisyphus_db.db.models import AnnIndex, Embedding, Model
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,30 @@ def find_index(db: Database, model_id: int, backend: str, kind: str = "frames") 
         if record.backend == backend:
             return record
     return None
+
+
+def find_index_and_backlog(db: Database, model_id: int, backend: str,
+                           kind: str = "frames") -> tuple[IndexRecord | None, int]:
+    """The registry row and how many of the model's vectors are newer than its watermark.
+
+    One statement, built once: a search checks both before every query, and the round trip
+    and statement construction are most of the cost.
+    """
+    with db.transaction() as conn:
+        row = conn.execute(_WITH_BACKLOG, {"model_id": model_id, "backend": backend, "kind": kind}).first()
+    if row is None:
+        return None, 0
+    return _record(row[:-1]), int(row[-1])
+
+
+_WITH_BACKLOG = (
+    sa.select(*_COLUMNS, sa.select(sa.func.count()).select_from(Embedding)
+              .where(Embedding.model_id == sa.bindparam("model_id"), Embedding.frame_id > AnnIndex.watermark)
+              .scalar_subquery())
+    .join(Model, Model.id == AnnIndex.model_id)
+    .where(AnnIndex.model_id == sa.bindparam("model_id"), AnnIndex.backend == sa.bindparam("backend"),
+           AnnIndex.kind == sa.bindparam("kind"))
+)
 
 
 def save_index(db: Database, *, model_id: int, backend: str, kind: str = "frames", **values: Any) -> IndexRecord:
