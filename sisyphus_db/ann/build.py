@@ -126,6 +126,7 @@ def build_index(
         rows = np.sort(rng.choice(n, size=size, replace=False)) if size < n else None
         sample = x if rows is None else x[rows]
         try:
+            _train_coarse_two_level(index, sample, where, seed)
             index.train(sample)
         except RuntimeError as exc:
             raise AnnIndexError(f"faiss could not train {factory}: {_first_line(exc)}") from exc
@@ -135,6 +136,25 @@ def build_index(
     _add_batched(index, x, id_arr, batch_size, progress)
     logger.info("added %d vectors in %.1f s", n, time.perf_counter() - t1)
     return to_cpu(index)
+
+
+def _train_coarse_two_level(index: Any, sample: npt.NDArray[np.float32], where: str, seed: int) -> None:
+    """Fill a large IVF's empty flat quantizer with two-level k-means centroids (the CPU's
+    fast path, sisyphus_db.ann.coarse); `index.train` then sees a trained quantizer and trains
+    only the codes. A GPU trains flat k-means fast enough: left to faiss."""
+    import faiss
+
+    from sisyphus_db.ann.coarse import two_level_centroids, use_two_level
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if where == "cuda" or ivf is None or not use_two_level(int(ivf.nlist), sample.shape[0]):
+        return
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if not isinstance(quantizer, faiss.IndexFlat) or quantizer.ntotal != 0:
+        return  # e.g. an HNSW quantizer: faiss trains it its own way
+    t0 = time.perf_counter()
+    quantizer.add(two_level_centroids(sample, int(ivf.nlist), seed=seed))
+    logger.info("two-level k-means for %d lists in %.1f s", ivf.nlist, time.perf_counter() - t0)
 
 
 def add_vectors(
