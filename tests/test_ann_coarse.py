@@ -62,3 +62,15 @@ def test_a_large_ivf_is_built_on_two_level_centroids(monkeypatch: pytest.MonkeyP
     calls.clear()
     build_index(x, ids, factory="IVF128,PQ8")
     assert calls == []  # small IVFs keep faiss's flat k-means
+
+
+def test_an_hnsw_quantizer_gets_the_two_level_centroids(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = clustered_vectors(30_000, 32, seed=3)
+    ids = np.arange(x.shape[0], dtype=np.int64)
+    monkeypatch.setattr(coarse, "TWO_LEVEL_MIN_NLIST", 128)
+    index = build_index(x, ids, factory="IVF128_HNSW32,PQ8")
+    ivf = faiss.extract_index_ivf(index)
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat) and ivf.quantizer.ntotal == 128
+    _, truth = exact_search(x, ids, x[:200], 10)
+    _, found = search(index, x[:200], 100, nprobe=16)
+    assert np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)]) >= 0.9

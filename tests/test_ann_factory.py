@@ -30,6 +30,9 @@ def test_large_corpora_get_ivf_pq() -> None:
     spec = parse_factory(f)
     assert f.startswith("IVF") and spec.pq_m is not None
     assert spec.nlist == 16384
+    assert "_HNSW32," in f  # lists found through a graph over the centroids on the CPU
+    assert "HNSW" not in choose_factory(10_000_000, 2048, gpu=True)
+    assert "HNSW" not in choose_factory(2_000_000, 128)
 
 
 def test_over_budget_switches_to_pq() -> None:

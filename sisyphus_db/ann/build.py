@@ -149,9 +149,9 @@ def _train_coarse_two_level(index: Any, sample: npt.NDArray[np.float32], where: 
     ivf = faiss.try_extract_index_ivf(index)
     if where == "cuda" or ivf is None or not use_two_level(int(ivf.nlist), sample.shape[0]):
         return
-    quantizer = faiss.downcast_index(ivf.quantizer)
-    if not isinstance(quantizer, faiss.IndexFlat) or quantizer.ntotal != 0:
-        return  # e.g. an HNSW quantizer: faiss trains it its own way
+    quantizer = ivf.quantizer  # flat or HNSW: either is filled by adding the centroids
+    if not quantizer.is_trained or quantizer.ntotal != 0:
+        return
     t0 = time.perf_counter()
     quantizer.add(two_level_centroids(sample, int(ivf.nlist), seed=seed))
     logger.info("two-level k-means for %d lists in %.1f s", ivf.nlist, time.perf_counter() - t0)
