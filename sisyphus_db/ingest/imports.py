@@ -171,9 +171,25 @@ def _tags(path: Path, value: Any, row: int) -> dict[str, str]:
     raise _fail(path, f"row {row}: tags must be a map or a JSON object string")
 
 
+def _group_tags(path: Path, values: list[Any], first: int) -> list[dict[str, str]]:
+    """Each row's tags; a value repeated across rows (a source's tags) is parsed once."""
+    parsed: dict[Any, dict[str, str]] = {}
+    out: list[dict[str, str]] = []
+    for i, value in enumerate(values):
+        key = tuple(map(tuple, value)) if isinstance(value, list) else value if not isinstance(value, dict) else None
+        if key is None:
+            out.append(_tags(path, value, first + i))
+            continue
+        if key not in parsed:
+            parsed[key] = _tags(path, value, first + i)
+        out.append(parsed[key])
+    return out
+
+
 def check_file(path: Path, dim: int | None) -> FileCheck:
     """Read a whole file once, refusing it with one line at the first problem."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -200,19 +216,21 @@ def check_file(path: Path, dim: int | None) -> FileCheck:
             vectors = _embeddings(path, table.column("embedding"), first, dim)
             if dim is None and vectors.shape[0]:
                 dim = int(vectors.shape[1])
-            for i, value in enumerate(table.column("path").to_pylist()):
-                if not value:
-                    raise _fail(path, f"row {first + i}: path is {'null' if value is None else 'empty'}")
+            paths = table.column("path")
+            blank = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(paths), 0), True), dtype=bool)
+            if blank.any():
+                i = int(np.flatnonzero(blank)[0])
+                raise _fail(path, f"row {first + i}: path is {'null' if paths[i].as_py() is None else 'empty'}")
             for name, low in (("frame_index", 0), ("pts_seconds", 0)):
-                values = _column(path, table, name, first)
-                if values is not None:
-                    for i, value in enumerate(values):
-                        if value is not None and (value < low or not np.isfinite(value)):
-                            raise _fail(path, f"row {first + i}: {name} must be >= {low}, got {value}")
+                if name in table.column_names:
+                    values = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+                    bad = np.flatnonzero(~np.isnan(values) & ((values < low) | ~np.isfinite(values)))
+                    if bad.size:  # (nulls come out as NaN: allowed, they take the default)
+                        value = table.column(name)[int(bad[0])].as_py()
+                        raise _fail(path, f"row {first + int(bad[0])}: {name} must be >= {low}, got {value}")
             tags = _column(path, table, "tags", first)
             if tags is not None:
-                for i, value in enumerate(tags):
-                    _tags(path, value, first + i)
+                _group_tags(path, tags, first)
             rows += table.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         raise _fail(path, f"cannot be read ({str(exc).splitlines()[0]})") from None
@@ -298,7 +316,7 @@ def _load(db: Database, checks: list[FileCheck], report: ImportReport,
             indexes = _column(check.path, table, "frame_index", first) or [None] * len(paths)
             times = _column(check.path, table, "pts_seconds", first) or [None] * len(paths)
             tags = _column(check.path, table, "tags", first) or [None] * len(paths)
-            row_tags = [_tags(check.path, value, first + i) for i, value in enumerate(tags)]
+            row_tags = _group_tags(check.path, tags, first)
             uris = [s or str(check.path) for s in sources]
             merged: dict[str, dict[str, str]] = {}
             for uri, t in zip(uris, row_tags, strict=True):
@@ -307,15 +325,14 @@ def _load(db: Database, checks: list[FileCheck], report: ImportReport,
                 if uri not in source_ids or t:
                     source_ids[uri] = upsert_source(db, uri=uri, kind="video" if video else "folder", tags=t).id
             rows = []
+            shared_metadata: dict[int, dict[str, Any]] = {}
             for i, path in enumerate(paths):
                 uri = uris[i]
                 index = indexes[i]
                 if index is None:
                     index = next_index.get(uri, 0)
                 next_index[uri] = max(next_index.get(uri, 0), int(index) + 1)
-                metadata: dict[str, Any] = {"imported": True, "placeholder": ["width", "height", "sha256"]}
-                if row_tags[i]:
-                    metadata["tags"] = row_tags[i]
+                metadata = _metadata(row_tags[i], shared_metadata)
                 rows.append(FrameRow(source_id=source_ids[uri], frame_index=int(index),
                                      pts_seconds=float(times[i] or 0.0), path=path, width=1, height=1,
                                      sha256=hashlib.sha256(path.encode()).hexdigest(), keyframe_method="image",
@@ -330,3 +347,11 @@ def _load(db: Database, checks: list[FileCheck], report: ImportReport,
     for source_id in set(source_ids.values()):
         mark_source_complete(db, source_id)
     report.sources = len(set(source_ids.values()))
+
+
+def _metadata(tags: dict[str, str], shared: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """frames.metadata of an imported row; rows with the same tags object share one dict (read only)."""
+    key = id(tags)
+    if key not in shared:
+        shared[key] = {"imported": True, "placeholder": ["width", "height", "sha256"], **({"tags": tags} if tags else {})}
+    return shared[key]

@@ -72,26 +72,29 @@ def build_knn_graph(db: Database, model: StoredModel, *, k: int = 10, nprobe: in
         ids, vectors = model_vectors(db, model.id, model.dim)
     else:
         live = frame_ids_of_model(db, model.id)
-        known, vectors = store.vectors_of(live)
+        known = live[store.rows_of(live) >= 0]
         newer_ids, newer = model_vectors(db, model.id, model.dim, above_id=record.watermark)
         newer_keep = ~np.isin(newer_ids, known)
-        ids = np.concatenate([known, newer_ids[newer_keep]])
-        vectors = np.concatenate([vectors, newer[newer_keep]]) if newer_keep.any() else vectors
+        # Only the frames the store lacks are held in float32 here (at 10M x 128, all of them are 5 GB).
+        newer_ids, newer = newer_ids[newer_keep], newer[newer_keep]
+        ids = np.concatenate([known, newer_ids])
     search_started = time.perf_counter()
     rerank_depth = max(k + 1, depth or int(record.params.get("rerank_k") or k + 1))
     probe = nprobe or record.params.get("nprobe")
     if store is not None and probe is not None and faiss.try_extract_index_ivf(index) is not None:
         # Indexed frames: exact blocks per inverted list; frames newer than the index: searched one by one.
         sources, targets, distances = knn_graph_by_lists(index, store, k, nprobe=int(probe), live_ids=live)
-        newer_ids = ids[~np.isin(ids, store.ids)]
         if newer_ids.size:
-            rows = np.flatnonzero(np.isin(ids, newer_ids))
-            extra = knn_graph(index, vectors[rows], ids[rows], k, nprobe=probe, refine=store, depth=rerank_depth)
+            extra = knn_graph(index, newer, newer_ids, k, nprobe=probe, refine=store, depth=rerank_depth)
             sources, targets, distances = (np.concatenate([a, b]) for a, b in zip((sources, targets, distances),
                                                                                  extra, strict=True))
             order = np.argsort(sources, kind="stable")
             sources, targets, distances = sources[order], targets[order], distances[order]
     else:
+        if store is not None:  # a flat index: every frame is a query, with its vector
+            ids, vectors = store.vectors_of(known)
+            if newer_ids.size:
+                ids, vectors = np.concatenate([ids, newer_ids]), np.concatenate([vectors, newer])
         sources, targets, distances = knn_graph(index, vectors, ids, k, nprobe=probe, refine=store,
                                                 depth=rerank_depth if store is not None else None)
     search_seconds = time.perf_counter() - search_started
