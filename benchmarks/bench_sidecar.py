@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factory", default=None)
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--tune-queries", type=int, default=300)
-    parser.add_argument("--pg-tune-queries", type=int, default=150)
+    parser.add_argument("--pg-tune-queries", type=int, default=300)
     parser.add_argument("--batch-queries", type=int, default=2000)
     parser.add_argument("--single-queries", type=int, default=150)
     parser.add_argument("--pgvector-batch", type=int, default=400)

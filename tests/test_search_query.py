@@ -104,6 +104,22 @@ def test_a_filter_with_fewer_matches_than_k_returns_all_of_them(database: Databa
     assert _hits(database, corpus, corpus.queries[0], where="frames.id < 0") == []
 
 
+def test_a_where_with_percent_signs_means_them_literally(database: Database, corpus: Corpus) -> None:
+    # `%` also starts a placeholder in statements with bound parameters: a LIKE pattern must still work
+    build_faiss_index(database, corpus.model, factory="IVF64,Flat")
+    build_pgvector_index(database, corpus.model)
+    source = "/videos/clip-0-0007"
+    where = f"sources.uri LIKE '%{source[-5:]}%' AND frames.path LIKE '{source}/%'"
+    with database.transaction() as conn:
+        expected = {row[0] for row in conn.execute(sa.text(
+            "SELECT f.id FROM frames f JOIN sources s ON s.id = f.source_id WHERE s.uri = :u"), {"u": source + ".mp4"})}
+    assert expected
+    for backend in ("faiss", "pgvector", "exact"):
+        found = _hits(database, corpus, corpus.queries[0], k=100, where=where, backend=backend)
+        assert found and set(found) <= expected, backend
+    assert set(FrameFilter(database, where, corpus.model.id).all_ids().tolist()) == expected
+
+
 def test_pgvector_filtered_search_fills_k_with_matching_frames(database: Database, corpus: Corpus) -> None:
     build_pgvector_index(database, corpus.model)
     where = SELECTIVITY_FILTERS[0.01]

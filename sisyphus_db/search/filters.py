@@ -40,10 +40,14 @@ Where = str | SqlFilter
 
 
 def where_parts(where: Where) -> tuple[str, dict[str, Any]]:
-    """The SQL text and bound parameters of a filter (a --where string has none)."""
+    """The SQL text and bound parameters of a filter (a --where string has none).
+
+    The text goes into statements that carry bound parameters, where `%` starts a
+    placeholder: a --where string's own `%` (`LIKE '%.mp4'`) is doubled to mean itself.
+    """
     if isinstance(where, SqlFilter):
         return where.sql, dict(where.params)
-    return where, {}
+    return where.replace("%", "%%"), {}
 
 
 def where_description(where: Where | None) -> str | None:
