@@ -736,3 +736,71 @@ def test_the_listening_socket_gives_connections_without_nagle_delays() -> None:
         assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
     finally:
         sock.close()
+
+
+# ---- a small world of random vectors: index swaps, deleted frames, readiness -----------------------
+
+
+@dataclass
+class Tiny:
+    settings: Settings
+    db: Database
+    frames: list[int]
+
+
+TINY_MODEL = "tiny-16"
+
+
+def _tiny_world(pg_server: EmbeddedServer, tmp_path: Path, *, count: int = 40) -> Tiny:
+    """One source of `count` frames with random 16-d vectors under TINY_MODEL, and its Flat faiss index."""
+    from sisyphus_db.store.registry import upsert_source
+
+    url = create_database_from_template(pg_server)
+    settings = Settings(home=tmp_path / "home", database_url=url)
+    db = open_database(settings)
+    model = register_model(db, name=TINY_MODEL, dim=16, weights_sha256="1" * 64, pooling="avg", preprocessing={})
+    source = upsert_source(db, uri=str(tmp_path / "tiny"), kind="folder", tags={}, keyframe_method="image")
+    vectors = np.random.default_rng(3).standard_normal((count, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    load_frames(db, model.id, [FrameRow(source_id=source.id, frame_index=i, pts_seconds=float(i),
+                                        path=f"/tiny/{i}.jpg", width=8, height=8, sha256=f"{i + 1:064x}",
+                                        keyframe_method="image") for i in range(count)], vectors)
+    build_faiss_index(db, model, factory="Flat")
+    with db.transaction() as conn:
+        frames = [int(i) for i in conn.execute(sa.text("SELECT id FROM frames ORDER BY id")).scalars()]
+    return Tiny(settings, db, frames)
+
+
+def _delete_frames(db: Database, frame_ids: list[int]) -> None:
+    with db.transaction() as conn:
+        conn.execute(sa.text("DELETE FROM frames WHERE id = ANY(:ids)"), {"ids": frame_ids})
+
+
+def test_discover_keeps_the_loaded_index_after_index_update_swaps_its_files(pg_server: EmbeddedServer,
+                                                                            template_url: str, tmp_path: Path) -> None:
+    from sisyphus_db.label.labels import add_labels
+    from sisyphus_db.search.refine_sidecar import refine_files
+    from sisyphus_db.store.indexes import find_index
+
+    pytest.importorskip("sisyphus_db.label.discover")
+    tiny = _tiny_world(pg_server, tmp_path)
+    model = find_model(tiny.db, TINY_MODEL)
+    assert model is not None
+    old = find_index(tiny.db, model.id, "faiss")
+    assert old is not None and refine_files(old) is not None
+    add_labels(tiny.db, "tiny", tiny.frames[:3], positive=True, created_by="test")
+    add_labels(tiny.db, "tiny", tiny.frames[3:4], positive=False, created_by="test")
+    # A server that has not looked at the registry again yet keeps its generation in memory.
+    lagging = TestClient(create_app(ServeConfig(tiny.settings, registry_ttl_s=3600.0)))
+    with lagging:
+        before = _ok(lagging.post("/api/labels/tiny/discover", json={"k": 5, "method": "rocchio"}))
+        assert len(before["results"]) == 5
+        # `index update` after a deletion writes a new generation and deletes the old refine files.
+        _delete_frames(tiny.db, tiny.frames[-2:])
+        update_faiss_index(tiny.db, model)
+        assert not Path(str(refine_files(old).vectors_path)).exists()  # type: ignore[union-attr]
+        for method in ("rocchio", "classifier"):
+            after = _ok(lagging.post("/api/labels/tiny/discover", json={"k": 5, "method": method}))
+            assert len(after["results"]) == 5 and not set(_ids(after)) & set(tiny.frames[:4])
+            assert not set(_ids(after)) & set(tiny.frames[-2:])  # deleted frames are never proposed
+    tiny.db.dispose()

@@ -90,11 +90,13 @@ def check_discover_options(*, k: int, per_source: int | None, method: str | None
 
 def discover(db: Database, model: StoredModel | str | None, name: str, *, k: int = 10, per_source: int | None = None,
              where: Where | None = None, method: str | None = None, save: bool = True,
-             loaded: tuple[IndexRecord, Any] | None = None) -> DiscoverOutcome:
+             loaded: tuple[IndexRecord, Any] | None = None, refine: Any = None) -> DiscoverOutcome:
     """Propose the next k frames to review for `name`; stored as a search run unless save is False.
 
     `where`: a --where string or a compiled SqlFilter, as for `search()`; `loaded`: the faiss
-    registry row and index already in memory (the server's), passed on to every search.
+    registry row and index already in memory (the server's), passed on to every search;
+    `refine`: the refine store loaded with that index. The server passes both: after `index
+    update` the files of the generation it still serves are gone, and only its mappings hold them.
     """
     chosen = check_discover_options(k=k, per_source=per_source, method=method)
     if not isinstance(model, StoredModel):
@@ -114,7 +116,7 @@ def discover(db: Database, model: StoredModel | str | None, name: str, *, k: int
     record = loaded[0] if loaded is not None else find_index(db, model.id, "faiss")
     backend = "faiss" if record is not None and record.state == "ready" else "exact"
     round_ = _Round(db, model, backend, where, loaded if backend == "faiss" else None,
-                    labelled=set(positive_ids) | set(negative_ids),
+                    refine=refine if backend == "faiss" and loaded is not None else None, labelled=set(positive_ids) | set(negative_ids),
                     positives=positives, negatives=negatives)
     rank_method = _METHODS[chosen]
     # Deep enough for k once the labelled frames near the query are dropped; a shortfall digs deeper.
@@ -144,9 +146,10 @@ class _Round:
     """One discover call's state: the searches it ran, the frames they returned, what is labelled."""
 
     def __init__(self, db: Database, model: StoredModel, backend: str, where: Where | None,
-                 loaded: tuple[IndexRecord, Any] | None, *, labelled: set[int],
+                 loaded: tuple[IndexRecord, Any] | None, *, refine: Any = None, labelled: set[int],
                  positives: npt.NDArray[np.float32], negatives: npt.NDArray[np.float32]) -> None:
         self.db, self.model, self.backend, self.where, self.loaded = db, model, backend, where, loaded
+        self.refine = refine
         self.labelled = labelled
         self.positives, self.negatives = positives, negatives
         self.hits: dict[int, SearchHit] = {}
@@ -159,7 +162,7 @@ class _Round:
         """The unlabelled frames among the `depth` nearest to `vector`, nearest first."""
         outcome = search(self.db, self.model, Query(vector, {"kind": "discover"}),
                          SearchRequest(k=depth, backend=self.backend, where=self.where, save=False),
-                         loaded=self.loaded)
+                         loaded=self.loaded, refine=self.refine)
         self.searches += 1
         for warning in outcome.warnings:
             if warning not in self.warnings:

@@ -90,7 +90,8 @@ def discover_more(name: str, body: DiscoverBody, state: ServerState = Depends(se
     except AnnIndexError:  # no faiss index: discover searches exactly
         loaded = None
     outcome = discover(state.db, model, label, k=body.k, per_source=body.per_source, where=where,
-                       method=body.method, loaded=(loaded.record, loaded.index) if loaded is not None else None)
+                       method=body.method, loaded=(loaded.record, loaded.index) if loaded is not None else None,
+                       refine=loaded.store if loaded is not None else None)
     document = outcome.to_json()
     document["results"] = result_rows(state.db, outcome.hits, outcome.scores)
     document["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
