@@ -92,6 +92,9 @@ def read_index(path: str | os.PathLike[str], *, expected_sha256: str | None = No
         if mmap:
             return faiss.read_index(str(target), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         return faiss.read_index(str(target))
+    except MemoryError:
+        raise AnnIndexError(f"index file {target} ({target.stat().st_size / 2**20:.0f} MB) does not fit in the "
+                            "memory this process may use") from None
     except RuntimeError as exc:
         raise AnnIndexError(
             f"index file {target} is not a readable faiss index ({_first_line(exc)}): {_REBUILD}"
