@@ -417,7 +417,7 @@ def test_every_bad_input_is_a_4xx_json_error_and_changes_nothing(world: World, t
     _error(_upload(world, good, backend="annoy"), 400, "unknown backend")
     _error(_upload(world, good, model="no-index-8"), 409, "no-index-8")
     # Unknown things.
-    _error(client.post("/api/search", json={"frame_id": 999_999_999}), 400, "999999999")
+    _error(client.post("/api/search", json={"frame_id": 999_999_999}), 404, "frame 999999999 does not exist")
     _error(client.get("/api/frames/999999999"), 404, "frame 999999999 does not exist")
     _error(client.get("/api/frames/999999999/image"), 404)
     _error(client.get("/api/frames/999999999/thumbnail"), 404)
@@ -803,4 +803,19 @@ def test_discover_keeps_the_loaded_index_after_index_update_swaps_its_files(pg_s
             after = _ok(lagging.post("/api/labels/tiny/discover", json={"k": 5, "method": method}))
             assert len(after["results"]) == 5 and not set(_ids(after)) & set(tiny.frames[:4])
             assert not set(_ids(after)) & set(tiny.frames[-2:])  # deleted frames are never proposed
+    tiny.db.dispose()
+
+
+def test_a_frame_deleted_since_the_last_index_update_is_a_404_as_a_query(pg_server: EmbeddedServer,
+                                                                         template_url: str, tmp_path: Path) -> None:
+    tiny = _tiny_world(pg_server, tmp_path)
+    gone, kept = tiny.frames[5], tiny.frames[6]
+    with TestClient(create_app(ServeConfig(tiny.settings, registry_ttl_s=0.0))) as client:
+        assert _ids(_ok(client.post("/api/search", json={"frame_id": gone, "k": 3})))[0] == gone
+        _delete_frames(tiny.db, [gone])  # the faiss index and its refine store still hold its vector
+        for body in ({"frame_id": gone, "k": 3}, {"frame_id": gone, "k": 3, "backend": "exact"},
+                     {"frame_id": gone, "k": 3, "exclude_source_of_query": True}):
+            _error(client.post("/api/search", json=body), 404, f"frame {gone} does not exist")
+        found = _ok(client.post("/api/search", json={"frame_id": kept, "k": 40}))
+        assert _ids(found)[0] == kept and gone not in _ids(found)
     tiny.db.dispose()

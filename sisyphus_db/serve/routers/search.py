@@ -20,6 +20,7 @@ from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.engine import BACKENDS, SearchRequest, search, validate_request
 from sisyphus_db.search.queries import Query, query_from_class, query_from_frame, query_from_rgb
 from sisyphus_db.serve.deps import server
+from sisyphus_db.serve.errors import NotFoundError
 from sisyphus_db.serve.filters import compile_filters, parse_filters_json
 from sisyphus_db.serve.indexes import LoadedIndex
 from sisyphus_db.serve.results import result_rows
@@ -71,7 +72,11 @@ def _vector_query(values: list[float], model: StoredModel) -> Query:
 
 def _frame_query(state: ServerState, model: StoredModel, frame_id: int, loaded: LoadedIndex | None) -> Query:
     """A stored frame's vector: from the index's refine store in memory when it holds the frame
-    (the same float16 values as the table's halfvec), else from PostgreSQL."""
+    (the same float16 values as the table's halfvec), else from PostgreSQL.
+
+    Only for a frame `_stored_frame` found in the table: the refine store keeps the vectors of
+    frames deleted since the last `index update`, and those must not be queries any more.
+    """
     if loaded is not None and loaded.store is not None:
         ids, vectors = loaded.store.vectors_of([frame_id])
         if ids.size:
@@ -80,12 +85,17 @@ def _frame_query(state: ServerState, model: StoredModel, frame_id: int, loaded: 
     return query_from_frame(state.db, frame_id, model)
 
 
-def _source_of(state: ServerState, frame_id: int) -> int:
+def _stored_frame(state: ServerState, model: StoredModel, frame_id: int) -> int:
+    """The frame's source id; PostgreSQL decides whether the frame exists (404) and has a vector (400)."""
     with state.db.transaction() as conn:
-        source_id = conn.execute(sa.text("SELECT source_id FROM frames WHERE id = :f"), {"f": frame_id}).scalar()
-    if source_id is None:
-        raise InputError(f"frame {frame_id} does not exist")
-    return int(source_id)
+        row = conn.execute(sa.text(
+            "SELECT f.source_id, EXISTS (SELECT 1 FROM embeddings e WHERE e.frame_id = f.id AND e.model_id = :m) "
+            "FROM frames f WHERE f.id = :f"), {"f": frame_id, "m": model.id}).first()
+    if row is None:
+        raise NotFoundError(f"frame {frame_id} does not exist")
+    if not row[1]:
+        raise InputError(f"frame {frame_id} has no {model.name} vector")
+    return int(row[0])
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
@@ -102,9 +112,10 @@ def search_json(body: SearchBody, state: ServerState = Depends(server)) -> dict[
     loaded = state.index(model) if body.backend == "faiss" else None
     extra: list[str] = []
     if body.frame_id is not None:
+        source_id = _stored_frame(state, model, body.frame_id)
         if body.exclude_source_of_query:
             # An integer read from the database, not user text.
-            extra.append(f"frames.source_id <> {_source_of(state, body.frame_id):d}")
+            extra.append(f"frames.source_id <> {source_id:d}")
         query = _frame_query(state, model, body.frame_id, loaded)
     elif body.vector is not None:
         query = _vector_query(body.vector, model)
