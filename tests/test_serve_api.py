@@ -159,8 +159,8 @@ def _counts(db: Database) -> tuple[int, ...]:
 def test_health_ready_config_and_openapi(world: World) -> None:
     assert _ok(world.client.get("/healthz")) == {"status": "ok"}
     ready = world.client.get("/readyz")
-    # Two models are stored and one has no index: not ready, and it says why.
-    assert ready.status_code == 503 and "no-index-8" in ready.json()["error"]
+    # Two models are stored and one has no index: ready, and the one without an index is listed.
+    assert ready.status_code == 200 and ready.json()["not_indexed"] == ["no-index-8"], ready.text
     loaded = [entry for entry in ready.json()["indexes"] if entry["model"] == MODEL]
     assert loaded[0]["loaded"] is True and loaded[0]["ntotal"] == len(world.frames)
     config = _ok(world.client.get("/api/config"))
@@ -818,4 +818,49 @@ def test_a_frame_deleted_since_the_last_index_update_is_a_404_as_a_query(pg_serv
             _error(client.post("/api/search", json=body), 404, f"frame {gone} does not exist")
         found = _ok(client.post("/api/search", json={"frame_id": kept, "k": 40}))
         assert _ids(found)[0] == kept and gone not in _ids(found)
+    tiny.db.dispose()
+
+
+def test_readyz_lists_models_without_an_index_and_fails_on_a_broken_registered_one(pg_server: EmbeddedServer,
+                                                                                  template_url: str, tmp_path: Path) -> None:
+    from sisyphus_db.store.indexes import find_index
+
+    tiny = _tiny_world(pg_server, tmp_path)
+    register_model(tiny.db, name="bare-8", dim=8, weights_sha256="2" * 64, pooling="avg", preprocessing={})
+    bare = find_model(tiny.db, "bare-8")
+    assert bare is not None
+    with tiny.db.transaction() as conn:
+        source = int(conn.execute(sa.text("SELECT source_id FROM frames LIMIT 1")).scalar_one())
+    load_frames(tiny.db, bare.id, [FrameRow(source_id=source, frame_index=900, pts_seconds=0.0, path="/bare/0.jpg",
+                                            width=8, height=8, sha256="e" * 64, keyframe_method="image")],
+                np.eye(1, 8, dtype=np.float32))
+    settings = tiny.settings
+    with TestClient(create_app(ServeConfig(settings, model=TINY_MODEL, registry_ttl_s=0.0))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["status"] == "ready" and "error" not in body
+        entries = {entry["model"]: entry for entry in body["indexes"]}
+        assert entries[TINY_MODEL]["loaded"] is True and entries[TINY_MODEL]["ntotal"] == len(tiny.frames)
+        assert entries["bare-8"]["indexed"] is False and entries["bare-8"]["loaded"] is False
+        assert body["not_indexed"] == ["bare-8"]
+    model = find_model(tiny.db, TINY_MODEL)
+    assert model is not None
+    record = find_index(tiny.db, model.id, "faiss")
+    assert record is not None and record.path
+    path = Path(record.path)
+    good = path.read_bytes()
+    # A registered index whose file is corrupt or missing: not ready, and it says why.
+    for broken in ("corrupt", "missing"):
+        if broken == "corrupt":
+            path.write_bytes(good[: len(good) // 2])
+        else:
+            path.unlink()
+        with TestClient(create_app(ServeConfig(settings, model=TINY_MODEL, registry_ttl_s=0.0))) as client:
+            ready = client.get("/readyz")
+            _error(ready, 503, TINY_MODEL)
+            entries = {entry["model"]: entry for entry in ready.json()["indexes"]}
+            assert entries[TINY_MODEL]["indexed"] is True and entries[TINY_MODEL]["loaded"] is False
+            assert entries["bare-8"]["indexed"] is False
+    path.write_bytes(good)
     tiny.db.dispose()

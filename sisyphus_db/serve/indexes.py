@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 NEWER_COUNT_CAP = 100_000  # "more than this many frames are not indexed" is enough to say
 
 
+class NoIndexError(AnnIndexError):
+    """The model has no faiss index registered at all (as opposed to a registered one that cannot be served)."""
+
+
 @dataclass(frozen=True)
 class LoadedIndex:
     record: IndexRecord
@@ -120,8 +124,8 @@ class IndexCache:
             self._slots.pop(model.id, None)
             self._checked.pop(model.id, None)
             state = "missing" if record is None else record.state
-            raise AnnIndexError(f"there is no ready faiss index for {model.name} ({state}): "
-                                "run `sisyphus index build`")
+            error = NoIndexError if record is None else AnnIndexError
+            raise error(f"there is no ready faiss index for {model.name} ({state}): run `sisyphus index build`")
         newer = self._newer(model, record.watermark)
         if slot is not None and slot.record.sha256 == record.sha256 and slot.record.path == record.path:
             fresh = LoadedIndex(record, slot.index, slot.store, newer, slot.loaded_at)

@@ -1,4 +1,4 @@
-"""GET /healthz (the process is up), /readyz (database reachable, indexes loaded), /api/config (for the page)."""
+"""GET /healthz (the process is up), /readyz (database reachable, registered indexes loaded), /api/config (for the page)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sisyphus_db.errors import AnnIndexError
 from sisyphus_db.search.engine import BACKENDS, MAX_K
 from sisyphus_db.serve.deps import server, user
 from sisyphus_db.serve.filters import OPS, fields_help
+from sisyphus_db.serve.indexes import NoIndexError
 from sisyphus_db.serve.state import ServerState
 
 router = APIRouter(tags=["system"])
@@ -25,7 +26,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(state: ServerState = Depends(server)) -> JSONResponse:
-    """200 when the database answers and every stored model's faiss index is loaded; 503 and why otherwise."""
+    """200 when the database answers and every faiss index in the registry is loaded; 503 and why otherwise.
+
+    A model with no faiss index registered is listed as not indexed (it is searched with the
+    exact or pgvector backend), not a reason to be unready; a registered index whose file is
+    missing, corrupt or not ready is.
+    """
     try:
         with state.db.transaction() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -33,19 +39,26 @@ def readyz(state: ServerState = Depends(server)) -> JSONResponse:
         return JSONResponse({"status": "not ready", "error": f"the database does not answer: {exc}"}, 503)
     indexes: list[dict[str, Any]] = []
     problems: list[str] = []
+    not_indexed: list[str] = []
     for model in state.models():
         try:
             loaded = state.index(model)
+        except NoIndexError:
+            not_indexed.append(model.name)
+            indexes.append({"model": model.name, "indexed": False, "loaded": False,
+                            "note": "no faiss index: searched with the exact or pgvector backend"})
+            continue
         except AnnIndexError as exc:
             problems.append(str(exc))
-            indexes.append({"model": model.name, "loaded": False})
+            indexes.append({"model": model.name, "indexed": True, "loaded": False, "error": str(exc)})
             continue
-        indexes.append({"model": model.name, "loaded": True, "ntotal": int(loaded.index.ntotal),
+        indexes.append({"model": model.name, "indexed": True, "loaded": True, "ntotal": int(loaded.index.ntotal),
                         "sha256": loaded.record.sha256, "watermark": loaded.record.watermark,
                         "pending_frames": loaded.newer})
     if not state.models():
         problems.append("the database holds no vectors yet: run `sisyphus ingest`")
-    body = {"status": "ready" if not problems else "not ready", "database": "ok", "indexes": indexes}
+    body: dict[str, Any] = {"status": "ready" if not problems else "not ready", "database": "ok",
+                            "indexes": indexes, "not_indexed": not_indexed}
     if problems:
         body["error"] = problems[0]
     return JSONResponse(body, 200 if not problems else 503)
