@@ -315,6 +315,69 @@ def test_more_like_these_shows_the_proposals_of_discover(served: Served, page: A
     assert "method" in page.locator("#summary-text").inner_text()
 
 
+def _run_of_summary(page: Any) -> int:
+    return int(page.locator("#summary-text").inner_text().split("run #")[1].split()[0])
+
+
+def test_more_like_these_appends_the_new_proposals_below_the_shown_results(served: Served, page: Any) -> None:
+    name = "appended"
+    add_labels(served.db, name, served.folder_frames[:2], positive=True, created_by="test")
+    expect = sync_api.expect
+    cards = _cards(page)
+    page.goto(served.url + "/?" + f"label={name}&k=6&frame={served.video_frames[0]}")
+    expect(page.locator("#summary-text")).to_contain_text(f"frame {served.video_frames[0]}")
+    expect(cards).to_have_count(6)
+    search_run = _run_of_summary(page)
+    before = _card_frame_ids(page)
+    expect(cards.first).to_be_focused()
+
+    page.keyboard.press("d")
+    expect(page.locator("#summary-text")).to_contain_text("more like")
+    discover_run = _run_of_summary(page)
+    assert discover_run != search_run
+    proposals = [row["frame_id"] for row in _api(served, f"/api/runs/{discover_run}")["results"]]
+    new = [frame for frame in proposals if frame not in before]
+    assert new and not set(proposals) & set(served.folder_frames[:2])
+    expect(cards).to_have_count(6 + len(new))
+    ids = _card_frame_ids(page)
+    assert ids == before + new  # the shown results stay, in place; duplicates are skipped
+    # The new cards show their discover score and distance, the old ones keep their distance.
+    for index in range(6, len(ids)):
+        expect(cards.nth(index).locator(".score")).to_be_visible()
+        expect(cards.nth(index).locator(".distance")).to_be_visible()
+    expect(cards.nth(0).locator(".distance")).to_be_visible()
+    expect(page.locator("#status")).to_contain_text(f"{len(new)} new")
+    # The keyboard goes on from the first new card; a label set on it belongs to the discover run,
+    # one set on an older card to the search it came from.
+    expect(cards.nth(6)).to_be_focused()
+    page.keyboard.press("p")
+    expect(cards.nth(6)).to_have_attribute("data-mark", "pos")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(cards.nth(5)).to_be_focused()
+    page.keyboard.press("n")
+    expect(cards.nth(5)).to_have_attribute("data-mark", "neg")
+    rows = _labels(served, name)
+    assert rows[ids[6]][0] is True and rows[ids[6]][3] == discover_run
+    assert rows[ids[5]][0] is False and rows[ids[5]][3] == search_run
+
+    # Once more, deeper: the list grows again, still without duplicates and without the labelled frames.
+    page.fill("#k", "30")
+    page.click("#discover")
+    expect(page.locator("#summary-text")).not_to_contain_text(f"run #{discover_run}")
+    again = [row["frame_id"] for row in _api(served, f"/api/runs/{_run_of_summary(page)}")["results"]]
+    more = [frame for frame in again if frame not in ids]
+    assert more and ids[6] not in again and ids[5] not in again
+    expect(cards).to_have_count(len(ids) + len(more))
+    grown = _card_frame_ids(page)
+    assert grown == ids + more and len(set(grown)) == len(grown)
+    expect(cards.nth(len(ids))).to_be_focused()
+    # The same request again proposes only frames already shown: nothing is added, and it says so.
+    page.click("#discover")
+    expect(page.locator("#status")).to_contain_text("no new proposals")
+    assert _card_frame_ids(page) == grown
+
+
 def test_errors_from_the_api_show_on_the_status_line(served: Served, page: Any) -> None:
     page.goto(served.url + "/")
     page.fill("#label", "")

@@ -36,6 +36,23 @@ export function resetResults(hits, { total, fetchPage, runId }) {
   grid.replaceChildren();
 }
 
+// More results below the shown ones ("more like these"): the shown cards, their focus and
+// selection stay; what was fetched but never shown is dropped, so the new hits come right
+// after the last card seen. Each hit remembers the run it came from (labels cite it); the
+// caller renders and focuses the first new card. Returns its index.
+export function appendResults(hits, { runId }) {
+  for (const hit of state.results) hit.run ??= state.runId;
+  state.results.length = state.rendered;
+  const first = state.results.length;
+  state.results.push(...hits.map((hit, i) => ({ ...hit, rank: first + i + 1, run_rank: hit.rank, run: runId ?? null })));
+  state.total = state.results.length;
+  state.fetchPage = null;
+  state.runId = runId ?? null;
+  generation += 1; // a page of the old run still being fetched is not added
+  rendering = null;
+  return first;
+}
+
 // ---- pages of cards ------------------------------------------------------------------------
 
 // One page render at a time; a new result set (generation) drops a render still waiting for the old one.

@@ -3,8 +3,8 @@
 import { api, baseName, el, formatTime, frameImageUrl, frameThumbUrl, isTyping, listOf, pageUrl, plural, status } from "./common.js";
 import { renderChips, sourceLink } from "./cards.js";
 import {
-  PAGE, cardAt, clearSelection, columns, currentLabel, grid, moveFocus, renderMore, resetResults, select, selectAll,
-  selectRange, state, targets, updateSelectionInfo,
+  PAGE, appendResults, cardAt, clearSelection, columns, currentLabel, grid, moveFocus, renderMore, resetResults, select,
+  selectAll, selectRange, state, targets, updateSelectionInfo,
 } from "./results.js";
 
 const $ = (id) => document.getElementById(id);
@@ -35,7 +35,7 @@ function options() {
 
 // ---- searching --------------------------------------------------------------------------
 
-async function run(describe, request) {
+async function run(describe, request, present = show) {
   state.controller?.abort();
   const controller = new AbortController();
   state.controller = controller;
@@ -44,7 +44,7 @@ async function run(describe, request) {
   status("Searching\u2026");
   try {
     const data = await request(controller.signal);
-    show(data, describe);
+    present(data, describe);
   } catch (err) {
     if (err.name !== "AbortError") status(err.message, "error");
   } finally {
@@ -89,7 +89,33 @@ function discover() {
   const body = { k: opts.k, filters: opts.filters };
   if (opts.per_source) body.per_source = opts.per_source;
   return run({ text: `more like \u201c${name}\u201d` },
-    (signal) => api(`/api/labels/${encodeURIComponent(name)}/discover`, { method: "POST", json: body, signal }));
+    (signal) => api(`/api/labels/${encodeURIComponent(name)}/discover`, { method: "POST", json: body, signal }),
+    (data, describe) => (state.rendered ? appendProposals(data, describe) : show(data, describe)));
+}
+
+// "More like these" on a grid that shows results: the proposals go below them (the reviewer
+// keeps what is on screen, its marks and the focus), skipping frames already shown.
+function appendProposals(data, describe) {
+  const shown = new Set(state.results.slice(0, state.rendered).map((hit) => hit.frame_id));
+  const hits = listOf(data, "results", "proposals", "hits");
+  const fresh = hits.filter((hit) => !shown.has(hit.frame_id) && shown.add(hit.frame_id));
+  const skipped = hits.length - fresh.length;
+  const note = skipped ? ` (${skipped} already shown)` : "";
+  if (!fresh.length) {
+    status(`no new proposals for ${describe.text}: ${plural(hits.length, "proposal")} already shown`, "warn");
+    return;
+  }
+  const first = appendResults(fresh, { runId: data.run_id });
+  const parts = [`Query: ${state.lastQuery ? `${state.lastQuery.text} + ` : ""}${describe.text}`,
+    plural(state.total, "result"), `${fresh.length} new${note}`];
+  if (data.elapsed_ms !== undefined) parts.push(`${Math.round(data.elapsed_ms)} ms`);
+  if (state.runId) parts.push(`run #${state.runId}`);
+  if (data.method) parts.push(`method ${data.method}`);
+  $("summary-text").textContent = parts.join(" \u00b7 ");
+  for (const warning of data.warnings || []) status(warning, "warn");
+  if (!(data.warnings || []).length) status(`${fresh.length} new ${fresh.length === 1 ? "proposal" : "proposals"} added below${note}`);
+  history.replaceState(null, "", pageUrl("/", { label: currentLabel() || undefined, run: state.runId || undefined }));
+  moveFocus(first);
 }
 
 function openRun(runId) {
@@ -157,12 +183,24 @@ async function mark(positive) {
   const indexes = targets();
   if (!name || !indexes.length) return;
   const frameIds = [...new Set(indexes.map((i) => state.results[i].frame_id))];
-  const body = { name, frame_ids: frameIds, positive };
-  if (state.runId) body.run_id = state.runId;
+  // A grid grown by "more like these" holds the hits of several runs: each label cites its own.
+  const byRun = new Map();
+  for (const i of indexes) {
+    const run = state.results[i].run ?? state.runId ?? null;
+    if (!byRun.has(run)) byRun.set(run, new Set());
+    byRun.get(run).add(state.results[i].frame_id);
+  }
   try {
-    const change = await api("/api/labels", { method: "POST", json: body });
+    const counts = { added: 0, updated: 0, known: true };
+    for (const [run, ids] of byRun) {
+      const body = { name, frame_ids: [...ids], positive };
+      if (run) body.run_id = run;
+      const change = await api("/api/labels", { method: "POST", json: body });
+      if (change && change.added !== undefined) { counts.added += change.added; counts.updated += change.updated; }
+      else counts.known = false;
+    }
     applyLocal(indexes, name, positive);
-    const detail = change && change.added !== undefined ? ` (${change.added} new, ${change.updated} changed)` : "";
+    const detail = counts.known ? ` (${counts.added} new, ${counts.updated} changed)` : "";
     status(`${plural(frameIds.length, "frame")} marked ${positive ? "positive" : "negative"} for \u201c${name}\u201d${detail}`);
     refreshLabels();
     if (state.selected.size) clearSelection();
