@@ -112,7 +112,7 @@ def test_first_passing_keeps_the_ranked_order_and_reads_the_metadata(database: D
     assert none.size == 0 and zero == 0
 
 
-def test_the_planner_answers_broad_filters_from_one_statement(database: Database, corpus: Corpus) -> None:
+def test_the_planner_answers_broad_filters_from_the_nearest_candidates(database: Database, corpus: Corpus) -> None:
     build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4")
     for selectivity in (0.10, 0.50):
         where = SELECTIVITY_FILTERS[selectivity]
@@ -127,3 +127,11 @@ def test_the_planner_answers_broad_filters_from_one_statement(database: Database
                 frame_id: (d["path"], d["source_uri"], d["tags"]) for frame_id, d in frame_details(database, ids).items()}
             recalls.append(recall_at(ids, exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()))
         assert np.mean(recalls) >= 0.95, (selectivity, recalls)
+
+
+@pytest.mark.parametrize(("depth", "wanted"), [(200, 10), (5000, 10), (50, 10), (7, 3), (1, 1)])
+def test_candidate_slices_cover_the_depth_in_order(depth: int, wanted: int) -> None:
+    slices = faiss_plans._slices(depth, wanted)
+    assert slices[0] == (0, min(depth, 8 * wanted))
+    assert [stop for _, stop in slices[:-1]] == [start for start, _ in slices[1:]]  # contiguous
+    assert slices[-1][1] == depth and all(start < stop for start, stop in slices)

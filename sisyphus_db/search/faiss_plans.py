@@ -86,10 +86,16 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         if few:
             # The caller needs only `wanted`: when that many pass among the `depth` nearest
             # candidates (as accurate as an unfiltered search at this depth), they are the
-            # nearest allowed frames. Checking 200 candidates instead of 800 is most of the
-            # plan's cost (one index lookup each).
-            passing, matched = frame_filter.first_passing(ranked[:depth], int(wanted))
-            enough = int(wanted)
+            # nearest allowed frames. Each candidate checked is an index lookup, most of the
+            # plan's cost: the nearest ones are checked first, in growing slices, so a broad
+            # filter is answered from a few dozen lookups.
+            passing = np.empty(0, dtype=np.int64)
+            for start, stop in _slices(depth, int(wanted)):
+                more, _ = frame_filter.first_passing(ranked[start:stop], int(wanted) - passing.size)
+                passing = np.concatenate([passing, more])
+                if passing.size >= int(wanted):
+                    break
+            matched, enough = int(passing.size), int(wanted)
         else:
             passing, matched = frame_filter.first_passing(ranked, depth)
             # Enough passing candidates: the true nearest allowed frames rank near the top of
@@ -190,6 +196,16 @@ def bulk_neighbours(record: IndexRecord, queries: npt.NDArray[np.float32], k: in
         _, cand = search(index, block, min(depth, int(index.ntotal)), nprobe=nprobe)
         out_d[start:start + block.shape[0]], out_i[start:start + block.shape[0]] = store.rerank(block, cand, k)
     return out_d, out_i
+
+
+def _slices(depth: int, wanted: int) -> list[tuple[int, int]]:
+    """Consecutive slices of the `depth` nearest candidates, 8 x wanted first, then 5x larger each."""
+    out: list[tuple[int, int]] = []
+    start, stop = 0, min(depth, 8 * wanted)
+    while start < depth:
+        out.append((start, stop))
+        start, stop = stop, min(depth, stop * 5)
+    return out
 
 
 def _widen(index: Any, nprobe: int | None, fraction: float) -> int | None:

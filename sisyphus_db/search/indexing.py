@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 METRIC = "cosine"
 DEFAULT_TARGET_RECALL = 0.95
 IN_MEMORY_RERANK_WEIGHT = 16.0
+# Re-ranking from memory is cheap enough to go deeper than PostgreSQL fetches could: at 10M
+# short PQ codes (16 bytes) rank the true neighbours of dense clusters beyond the 1,000th.
+IN_MEMORY_RERANK_DEPTHS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH_STEPS = (40, 80, 160, 320, 640, 1000)
@@ -139,7 +142,7 @@ def finish_faiss_build(db: Database, model: StoredModel, index: Any, ids: np.nda
     # The rerank reads the refine store in memory (~1 us a candidate, ~16 scanned PQ codes),
     # not PostgreSQL (tune's default weight): deeper reranks with fewer probes now win.
     tuned = tune(index, vectors, ids, target_recall=target_recall, progress=_stage(progress, "tune"),
-                 rerank_weight=IN_MEMORY_RERANK_WEIGHT)
+                 rerank_weight=IN_MEMORY_RERANK_WEIGHT, rerank_depths=IN_MEMORY_RERANK_DEPTHS)
     if not tuned.reached:
         logger.warning("%s reached recall@10 %.3f, below the target %.2f, at its widest setting",
                        factory, tuned.recall_at_10, target_recall)
