@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--knn-nprobe", type=int, default=8)
     parser.add_argument("--skip-knn", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the database and files under --work")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the database a stopped run imported under --work (its import figures come from "
+                             "the partial results) and rebuild from there")
+    parser.add_argument("--factory", default="auto")
     parser.add_argument("--note", default="Other jobs may have shared the 2 cores: absolute times are upper bounds.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -180,34 +184,41 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: %s", name, json.dumps(out[name]))
         partial.write_text(json.dumps(out, indent=2, default=str) + "\n")
 
+    home = args.work / "home"
+    resumed = args.resume and (home / "pgdata").is_dir() and partial.exists()
+    if resumed:
+        earlier = json.loads(partial.read_text())
+        out.update({key: earlier[key] for key in ("generate", "import") if key in earlier})
+        out["resumed"] = "generate and import from the stopped run; build and later steps re-run"
     started = time.perf_counter()
     queries = generate(n, args.dim, args.tune_queries + args.batch_queries, args.work / "parquet", args.per_file)
     files = sorted((args.work / "parquet").glob("part-*.parquet"))
-    step("generate", started, files=len(files), parquet_gib=disk_gib(*files))
-
-    home = args.work / "home"
-    shutil.rmtree(home, ignore_errors=True)
+    if not resumed:
+        step("generate", started, files=len(files), parquet_gib=disk_gib(*files))
+        shutil.rmtree(home, ignore_errors=True)
     server = EmbeddedServer(home)
     server.start()
     try:
         admin = server.socket_url("postgres")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "bench_scale"')
+        if not resumed:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute('CREATE DATABASE "bench_scale"')
         url = make_url(admin).set(database="bench_scale").render_as_string(hide_password=False)
         db = open_database(Settings(home=home, database_url=url), require_schema=False)
         migrate.upgrade(db)
 
-        started = time.perf_counter()
-        report = import_embeddings(db, files, model_name=MODEL)
-        step("import", started, rows=report.rows, frames_added=report.frames_added,
-             rows_per_second=round(report.rows / max(report.seconds, 1e-9), 0))
+        if not resumed:
+            started = time.perf_counter()
+            report = import_embeddings(db, files, model_name=MODEL)
+            step("import", started, rows=report.rows, frames_added=report.frames_added,
+                 rows_per_second=round(report.rows / max(report.seconds, 1e-9), 0))
 
         from sisyphus_db.store.registry import find_model
 
         model = find_model(db, MODEL)
         assert model is not None
         started = time.perf_counter()
-        built = build_faiss_index(db, model, target_recall=args.target_recall)
+        built = build_faiss_index(db, model, factory=args.factory, target_recall=args.target_recall)
         record = built.record
         store_files = [Path(record.params["refine"]["vectors_path"]), Path(record.params["refine"]["ids_path"])]
         step("build", started, factory=record.factory, tuned={k: record.params.get(k) for k in ("nprobe", "rerank_k")},
@@ -215,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
              refine_gib=disk_gib(*store_files))
 
         started = time.perf_counter()
-        truth = brute_force(record, queries, K)
+        cached = args.work / "truth.npy"  # the stored vectors do not change between resumed runs
+        truth = np.load(cached) if resumed and cached.exists() else brute_force(record, queries, K)
+        np.save(cached, truth)
         step("ground_truth", started, queries=int(queries.shape[0]))
 
         started = time.perf_counter()
