@@ -174,11 +174,11 @@ def merged_with_previous(result: dict[str, Any]) -> dict[str, Any]:
 def write_markdown(result: dict[str, Any]) -> Path:
     lines = ["# Active indexing: passive vs activated references", "",
              ("Machine: x86_64, 2 cores, Python 3.11.7 (each section gives its date). **Other jobs shared this "
-              "CPU** (several helpers ran tests and benchmarks at the same time), so the times are upper bounds."),
+              "CPU** (several helpers ran tests and benchmarks at the same time), so the times are upper bounds."), "",
              ("Model efficientnet-lite0; the faiss index is trained on the passive references' vectors, and the "
               "activated references are added to a copy of that same trained index; queries: every "
               "transformation of `eval copydetect` (1 random combination) and the distractors given below, the "
-              "same for passive and active."),
+              "same for passive and active."), "",
              ("Why the activation helps or not: `activate_transfer.md` measures how far the edited copies of an "
               "activated image follow its feature toward the target."), ""]
     if result.get("findings"):
