@@ -27,6 +27,9 @@ TRAIN_POINTS_PER_LIST = 64
 # PQ codebooks (256 centroids per sub-quantizer) want ~2^16 points whatever nlist is.
 PQ_MIN_TRAIN = 1 << 16
 
+# centroids an HNSW quantizer explores to assign a vector to its list (faiss's default is 16)
+HNSW_ASSIGN_EF = 64
+
 
 def default_train_size(n: int, nlist: int | None, has_pq: bool) -> int:
     """How many vectors to train on: enough for k-means and the PQ codebooks, not more."""
@@ -154,6 +157,10 @@ def _train_coarse_two_level(index: Any, sample: npt.NDArray[np.float32], where: 
         return
     t0 = time.perf_counter()
     quantizer.add(two_level_centroids(sample, int(ivf.nlist), seed=seed))
+    hnsw = faiss.downcast_index(quantizer)
+    if isinstance(hnsw, faiss.IndexHNSW):
+        # vectors are added to the list the quantizer finds: explore enough centroids to find the nearest
+        hnsw.hnsw.efSearch = max(int(hnsw.hnsw.efSearch), HNSW_ASSIGN_EF)
     logger.info("two-level k-means for %d lists in %.1f s", ivf.nlist, time.perf_counter() - t0)
 
 
