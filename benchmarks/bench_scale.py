@@ -152,6 +152,39 @@ def pgvector_extrapolation(n: int) -> dict[str, Any]:
     return out
 
 
+def markdown(r: dict[str, Any]) -> str:
+    """benchmarks/results/scale.md from one run's figures."""
+    m, imp, b, bulk = r["machine"], r.get("import", {}), r.get("build", {}), r.get("bulk", {})
+    knn, pg, disk = r.get("knn_graph", {}), r.get("pgvector", {}), r.get("disk_gib", {})
+    lines = [f"# One run at {r['n']:,} x {r['dim']}-d", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}, faiss "
+             f"{m['faiss']}. {m.get('note', '')} Data: {r['data']} ({r.get('resumed', 'one uninterrupted run')}).", "",
+             "| step | figure | time | peak memory of the process |", "|---|---|---|---|",
+             f"| generate Parquet | {r.get('generate', {}).get('files')} files, "
+             f"{r.get('generate', {}).get('parquet_gib')} GiB | {r.get('generate', {}).get('step_seconds')} s | "
+             f"{r.get('generate', {}).get('peak_rss_gib')} GiB |",
+             f"| `import-embeddings` | {imp.get('rows', 0):,} rows, {imp.get('rows_per_second', 0):,.0f} rows/s | "
+             f"{imp.get('step_seconds')} s | {imp.get('peak_rss_gib')} GiB |",
+             f"| `index build` (auto) | {b.get('factory')}, tuned {b.get('tuned')} at recall@10 "
+             f"{round(b.get('build_recall_at_10') or 0, 4)}; index {b.get('index_gib')} GiB + refine "
+             f"{b.get('refine_gib')} GiB | {b.get('step_seconds')} s | {b.get('peak_rss_gib')} GiB |",
+             f"| bulk queries | {bulk.get('qps')} q/s at recall@10 {bulk.get('recall_at_10')} on "
+             f"{bulk.get('queries')} held-out queries (nprobe {bulk.get('nprobe')}, rerank {bulk.get('rerank_k')}) | "
+             f"{bulk.get('seconds')} s | {bulk.get('peak_rss_gib')} GiB |",
+             f"| `knn-graph` k=10 | {knn.get('edges', 0):,} edges stored in SQL, recall@10 {knn.get('recall_at_10')} "
+             f"({knn.get('nprobe')} lists per list; search {knn.get('search_seconds')} s, store "
+             f"{knn.get('store_seconds')} s) | {knn.get('seconds')} s | {knn.get('peak_rss_gib')} GiB |", "",
+             f"On disk: database {disk.get('database')} GiB (frames {disk.get('frames')}, the model's embeddings "
+             f"partition {disk.get('embeddings')}, knn_edges {disk.get('knn_edges')}). Peak memory of the whole run: "
+             f"{r.get('memory_peak_rss_gib')} GiB.", "",
+             "Held-out tuning: " + json.dumps(bulk.get("held_out_tuning")), "",
+             "pgvector HNSW was not built at this size (hours on 2 cores). Extrapolated from the 1M run of "
+             f"bench_sidecar.py: build ~{pg.get('hnsw_build_seconds_extrapolated')} s ({pg.get('rule')}); k-NN graph "
+             f"by sequential queries ~{pg.get('knn_graph_seconds_extrapolated')} s (1M bulk rate "
+             f"{pg.get('bulk_qps_at_1m')} q/s, slowed by log n). {pg.get('note', '')}", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000_000)
@@ -170,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factory", default="auto")
     parser.add_argument("--note", default="Other jobs may have shared the 2 cores: absolute times are upper bounds.")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render", type=Path, default=None, help="only write scale.md from this results file")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        (args.out / "scale.md").write_text(markdown(json.loads(args.render.read_text())))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("sisyphus_db").setLevel(logging.WARNING)
     n = args.n
@@ -259,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"scale-{n}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    (args.out / "scale.md").write_text(markdown(out))
     partial.unlink(missing_ok=True)
     print(json.dumps(out, indent=2, default=str))
     return 0
