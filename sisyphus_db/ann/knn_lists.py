@@ -58,7 +58,16 @@ def knn_graph_by_lists(index: Any, store: RefineStore, k: int, *, nprobe: int,
     ivf = faiss.extract_index_ivf(index)
     members = list_members(index)
     if live_ids is not None:
-        members = [m[np.isin(m, live_ids, assume_unique=True)] for m in members]
+        # one membership test for all lists: per list, np.isin against every live id costs
+        # O(n log n) each time (hours at 10M frames and 16k lists)
+        sizes = np.fromiter((m.size for m in members), dtype=np.int64, count=len(members))
+        every = np.concatenate(members) if members else np.empty(0, dtype=np.int64)
+        alive = np.isin(every, live_ids)
+        kept = np.add.reduceat(alive, np.r_[0, np.cumsum(sizes)[:-1]]) if every.size else sizes
+        kept = np.where(sizes > 0, kept, 0)
+        bounds = np.r_[0, np.cumsum(kept)]
+        every = every[alive]
+        members = [every[bounds[i]:bounds[i + 1]] for i in range(len(members))]
     centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
     probe = max(1, min(int(nprobe), ivf.nlist))
     _, near = faiss.knn(centroids, centroids, probe)
