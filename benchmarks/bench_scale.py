@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_search import K, machine  # noqa: E402
-from bench_sidecar import faiss_bulk, mean_recall, tune_faiss_held_out  # noqa: E402
+from bench_sidecar import faiss_bulk, tune_faiss_held_out  # noqa: E402
 
 from sisyphus_db.ann.synthetic import clustered_vectors  # noqa: E402
 from sisyphus_db.config import Settings  # noqa: E402
@@ -185,6 +185,32 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def build_and_measure(args: argparse.Namespace, db: Database, model: Any, queries: npt.NDArray[np.float32],
+                      resumed: bool, step: Any) -> IndexRecord:
+    """index build, then the ground truth, held-out tuning and bulk queries."""
+    started = time.perf_counter()
+    built = build_faiss_index(db, model, factory=args.factory, target_recall=args.target_recall)
+    record = built.record
+    store_files = [Path(record.params["refine"]["vectors_path"]), Path(record.params["refine"]["ids_path"])]
+    step("build", started, factory=record.factory, tuned={k: record.params.get(k) for k in ("nprobe", "rerank_k")},
+         build_recall_at_10=record.recall_at_10, index_gib=disk_gib(Path(str(record.path))),
+         refine_gib=disk_gib(*store_files))
+
+    started = time.perf_counter()
+    cached = args.work / "truth.npy"  # the stored vectors do not change between resumed runs
+    truth = np.load(cached) if resumed and cached.exists() else brute_force(record, queries, K)
+    np.save(cached, truth)
+    step("ground_truth", started, queries=int(queries.shape[0]))
+
+    started = time.perf_counter()
+    q_tune, q_meas = queries[:args.tune_queries], queries[args.tune_queries:]
+    nprobe, depth, table = tune_faiss_held_out(record, q_tune, truth[:args.tune_queries], args.target_recall)
+    bulk = faiss_bulk(record, q_meas, truth[args.tune_queries:], nprobe=nprobe, depth=depth)
+    step("bulk", started, held_out_tuning=table, **bulk)
+
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000_000)
@@ -201,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="reuse the database a stopped run imported under --work (its import figures come from "
                              "the partial results) and rebuild from there")
     parser.add_argument("--factory", default="auto")
+    parser.add_argument("--only-knn", action="store_true",
+                        help="with --resume: keep the build and bulk figures of the stopped run, re-run the k-NN graph")
     parser.add_argument("--note", default="Other jobs may have shared the 2 cores: absolute times are upper bounds.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render", type=Path, default=None, help="only write scale.md from this results file")
@@ -225,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     resumed = args.resume and (home / "pgdata").is_dir() and partial.exists()
     if resumed:
         earlier = json.loads(partial.read_text())
-        out.update({key: earlier[key] for key in ("generate", "import") if key in earlier})
-        out["resumed"] = "generate and import from the stopped run; build and later steps re-run"
+        kept = ("generate", "import", "build", "ground_truth", "bulk") if args.only_knn else ("generate", "import")
+        out.update({key: earlier[key] for key in kept if key in earlier})
+        out["resumed"] = (f"{', '.join(kept)} from the stopped run; " +
+                          ("the k-NN graph re-run" if args.only_knn else "build and later steps re-run"))
     started = time.perf_counter()
     queries = generate(n, args.dim, args.tune_queries + args.batch_queries, args.work / "parquet", args.per_file)
     files = sorted((args.work / "parquet").glob("part-*.parquet"))
@@ -254,26 +284,14 @@ def main(argv: list[str] | None = None) -> int:
 
         model = find_model(db, MODEL)
         assert model is not None
-        started = time.perf_counter()
-        built = build_faiss_index(db, model, factory=args.factory, target_recall=args.target_recall)
-        record = built.record
-        store_files = [Path(record.params["refine"]["vectors_path"]), Path(record.params["refine"]["ids_path"])]
-        step("build", started, factory=record.factory, tuned={k: record.params.get(k) for k in ("nprobe", "rerank_k")},
-             build_recall_at_10=record.recall_at_10, index_gib=disk_gib(Path(str(record.path))),
-             refine_gib=disk_gib(*store_files))
+        if resumed and args.only_knn:
+            from sisyphus_db.store.indexes import find_index
 
-        started = time.perf_counter()
-        cached = args.work / "truth.npy"  # the stored vectors do not change between resumed runs
-        truth = np.load(cached) if resumed and cached.exists() else brute_force(record, queries, K)
-        np.save(cached, truth)
-        step("ground_truth", started, queries=int(queries.shape[0]))
-
-        started = time.perf_counter()
-        q_tune, q_meas = queries[:args.tune_queries], queries[args.tune_queries:]
-        nprobe, depth, table = tune_faiss_held_out(record, q_tune, truth[:args.tune_queries], args.target_recall)
-        bulk = faiss_bulk(record, q_meas, truth[args.tune_queries:], nprobe=nprobe, depth=depth)
-        step("bulk", started, held_out_tuning=table, **bulk)
-
+            found = find_index(db, model.id, "faiss")
+            assert found is not None, "no faiss index to resume from"
+            record = found
+        else:
+            record = build_and_measure(args, db, model, queries, resumed, step)
         if not args.skip_knn:
             started = time.perf_counter()
             knn = build_knn_graph(db, model, k=K, nprobe=args.knn_nprobe)
