@@ -95,6 +95,10 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
                 passing = np.concatenate([passing, more])
                 if passing.size >= int(wanted):
                     break
+                # At the pass rate seen so far, would the rest of the `depth` nearest hold enough?
+                # If not, the filter is selective: go to the allowed-ids plans without more lookups.
+                if passing.size * (depth / stop) < int(wanted):
+                    break
             matched, enough = int(passing.size), int(wanted)
         else:
             passing, matched = frame_filter.first_passing(ranked, depth)
