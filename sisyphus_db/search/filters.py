@@ -139,8 +139,8 @@ class FrameFilter:
             try:
                 with conn.pipeline(), conn.transaction(force_rollback=True):
                     conn.execute("SELECT set_config('transaction_read_only', 'on', true), "
-                                 f"set_config('statement_timeout', '{FILTER_TIMEOUT_MS}', true), "
-                                 f"set_config('join_collapse_limit', '{1 if keep_join_order else 8}', true)")
+                                 f"set_config('statement_timeout', '{FILTER_TIMEOUT_MS}', true)"
+                                 + (", set_config('join_collapse_limit', '1', true)" if keep_join_order else ""))
                     # Parameters mean the extended protocol, which refuses a second statement.
                     # Never prepared: a generic plan cannot see the size of the id array and
                     # picked nested seq scans (8 s for 6,000 frames instead of milliseconds).
