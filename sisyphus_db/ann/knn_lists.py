@@ -63,8 +63,10 @@ def knn_graph_by_lists(index: Any, store: RefineStore, k: int, *, nprobe: int,
         sizes = np.fromiter((m.size for m in members), dtype=np.int64, count=len(members))
         every = np.concatenate(members) if members else np.empty(0, dtype=np.int64)
         alive = np.isin(every, live_ids)
-        kept = np.add.reduceat(alive, np.r_[0, np.cumsum(sizes)[:-1]]) if every.size else sizes
-        kept = np.where(sizes > 0, kept, 0)
+        # live members per list from a running count (np.add.reduceat fails on empty lists at the end)
+        running = np.r_[0, np.cumsum(alive)]
+        ends = np.cumsum(sizes)
+        kept = running[ends] - running[ends - sizes]
         bounds = np.r_[0, np.cumsum(kept)]
         every = every[alive]
         members = [every[bounds[i]:bounds[i + 1]] for i in range(len(members))]
