@@ -13,6 +13,39 @@ NORM_TOLERANCE = 1e-2
 # Norms are checked in chunks so a 1M x 2048 array does not need a second full copy.
 _CHECK_CHUNK = 65_536
 
+# float16 -> float32 through a 256 KiB lookup table: numpy's own astype(float32) on float16
+# is scalar here (~28 ns a value); the table gather is ~3 ns and exact for every value.
+_F16_TO_F32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def to_float32(half: npt.NDArray[np.float16]) -> npt.NDArray[np.float32]:
+    """Exact float32 copy of a float16 array (any shape), fast."""
+    return _F16_TO_F32[np.ascontiguousarray(half).view(np.uint16)]
+
+
+def as_vectors_or_half(vectors: npt.ArrayLike, *, d: int | None = None) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]:
+    """float16 vectors (e.g. a memory-mapped refine store) as they are, anything else as `as_vectors`.
+
+    Code that takes either reads float16 rows a block at a time through `rows_float32`, so a
+    build over a mapped store never holds a float32 copy of every vector.
+    """
+    if isinstance(vectors, np.ndarray) and vectors.dtype == np.float16:
+        if vectors.ndim != 2:
+            raise InputError(f"expected vectors with ndim 2, got ndim {vectors.ndim}")
+        if d is not None and vectors.shape[1] != d:
+            raise InputError(f"expected vectors of dimension {d}, got {vectors.shape[1]}")
+        return vectors
+    return as_vectors(vectors, d=d)
+
+
+def rows_float32(vectors: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+                 rows: slice | npt.NDArray[np.int64] = slice(None)) -> npt.NDArray[np.float32]:
+    """These rows (a slice or row numbers) as C-contiguous float32, converted when stored as float16."""
+    part = vectors[rows]
+    if part.dtype == np.float16:
+        return to_float32(part)
+    return np.ascontiguousarray(part, dtype=np.float32)
+
 
 def as_vectors(vectors: npt.ArrayLike, *, d: int | None = None, name: str = "vectors") -> (
     npt.NDArray[np.float32]
@@ -40,10 +73,10 @@ def as_ids(ids: npt.ArrayLike, n: int) -> npt.NDArray[np.int64]:
     return arr
 
 
-def check_unit_norm(vectors: npt.NDArray[np.float32]) -> None:
+def check_unit_norm(vectors: npt.NDArray[np.float32] | npt.NDArray[np.float16]) -> None:
     """Refuse vectors that are not L2-normalised: cosine from L2 would be silently wrong."""
     for start in range(0, vectors.shape[0], _CHECK_CHUNK):
-        chunk = vectors[start : start + _CHECK_CHUNK]
+        chunk = rows_float32(vectors, slice(start, start + _CHECK_CHUNK))
         norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
         bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
         if bad.size:

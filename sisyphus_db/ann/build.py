@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sisyphus_db.ann.arrays import as_ids, as_vectors, check_unit_norm
+from sisyphus_db.ann.arrays import (
+    as_ids,
+    as_vectors,
+    as_vectors_or_half,
+    check_unit_norm,
+    rows_float32,
+)
 from sisyphus_db.ann.device import is_gpu_index, resolve_faiss_device, to_cpu, to_gpu
 from sisyphus_db.ann.factory import MIN_POINTS_PER_LIST, _first_line, validate_factory
 from sisyphus_db.errors import AnnIndexError, InputError
@@ -66,7 +72,7 @@ def _new_index(factory: str, d: int) -> Any:
 
 def _add_batched(
     index: Any,
-    vectors: npt.NDArray[np.float32],
+    vectors: npt.NDArray[np.float32] | npt.NDArray[np.float16],
     ids: npt.NDArray[np.int64],
     batch_size: int,
     progress: Progress | None,
@@ -74,7 +80,7 @@ def _add_batched(
     for start in range(0, vectors.shape[0], batch_size):
         stop = min(start + batch_size, vectors.shape[0])
         try:
-            index.add_with_ids(vectors[start:stop], ids[start:stop])
+            index.add_with_ids(rows_float32(vectors, slice(start, stop)), ids[start:stop])
         except RuntimeError as exc:
             raise AnnIndexError(f"faiss could not add vectors: {_first_line(exc)}") from exc
         if progress is not None:
@@ -94,12 +100,14 @@ def build_index(
 ) -> Any:
     """Train on a seeded sample, then add every vector (training ones too) under its id.
 
-    vectors: (n, d) unit float32; ids: (n,) unique non-negative frame ids.
+    vectors: (n, d) unit vectors, float32, or float16 (e.g. the memory-mapped refine store: the
+      training sample and each added batch are converted on the way, never all of it);
+    ids: (n,) unique non-negative frame ids.
     train_size: vectors to train on (default: `default_train_size`).
     progress: called with the number of vectors added after each batch.
     Returns a CPU index (a GPU build is copied back), ntotal == n.
     """
-    x = as_vectors(vectors)
+    x = as_vectors_or_half(vectors)
     n, d = x.shape
     id_arr = as_ids(ids, n)
     if n == 0:
@@ -127,7 +135,7 @@ def build_index(
     if needs_training:
         rng = np.random.default_rng(seed)
         rows = np.sort(rng.choice(n, size=size, replace=False)) if size < n else None
-        sample = x if rows is None else x[rows]
+        sample = rows_float32(x) if rows is None else rows_float32(x, rows)
         try:
             _train_coarse_two_level(index, sample, where, seed)
             index.train(sample)

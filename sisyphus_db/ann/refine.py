@@ -24,26 +24,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
 
+from sisyphus_db.ann.arrays import to_float32
 from sisyphus_db.ann.files import _fsync_dir, file_sha256
 from sisyphus_db.errors import AnnIndexError, InputError
 
 _REBUILD = "rebuild with `sisyphus index build`"
 _COPY_ROWS = 262_144     # rows copied per block when writing (bounds the extra memory)
 _RERANK_BLOCK = 256      # queries per block in the vectorised rerank (bounds the gathered rows)
-
-# float16 -> float32 through a 256 KiB lookup table: numpy's own astype(float32) on float16
-# is scalar here (~28 ns a value); the table gather is ~3 ns and exact for every value.
-_F16_TO_F32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
-
-
-def to_float32(half: npt.NDArray[np.float16]) -> npt.NDArray[np.float32]:
-    """Exact float32 copy of a float16 array, fast."""
-    return _F16_TO_F32[np.ascontiguousarray(half).view(np.uint16)]
-
 
 @dataclass(frozen=True)
 class RefineFiles:
@@ -194,17 +186,97 @@ def _finish(tmp: Path, target: Path) -> str:
     return sha
 
 
+class RefineWriter:
+    """A new store filled block by block in ascending-id order, then written atomically.
+
+    `capacity`: the rows expected (a count taken before the vectors are read). A build
+    streams PostgreSQL's vectors straight into the mapped file, so it never holds a second
+    copy of them; should the table change between the count and the read, the file is
+    resized once (one copy) instead of failing. `abort()` (or an exception in a `with`
+    block) removes the temporary file.
+    """
+
+    def __init__(self, stem: Path, dim: int, capacity: int) -> None:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        self.stem, self.dim = stem, int(dim)
+        self._vec_target = Path(f"{stem}.f16.npy")
+        self._tmp = _atomic_target(self._vec_target)
+        self._rows = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float16,
+                                               shape=(max(0, int(capacity)), self.dim))
+        self._ids: list[npt.NDArray[np.int64]] = []
+        self.filled = 0
+        self._last_id = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is not None:
+            self.abort()
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        """Append rows: ids ascending, above every id added before; vectors (len(ids), dim)."""
+        id_arr = np.ascontiguousarray(ids, dtype=np.int64)
+        v = np.asarray(vectors)
+        if v.ndim != 2 or v.shape != (id_arr.size, self.dim):
+            raise InputError(f"expected {id_arr.size} refine vectors of dimension {self.dim}, got {v.shape}")
+        if id_arr.size == 0:
+            return
+        if int(id_arr[0]) <= self._last_id or (id_arr.size > 1 and not bool((np.diff(id_arr) > 0).all())):
+            raise InputError("refine ids must be unique and ascending")
+        stop = self.filled + id_arr.size
+        if stop > self._rows.shape[0]:
+            self._resize(max(stop, 2 * self._rows.shape[0]))
+        self._rows[self.filled:stop] = v
+        self._ids.append(id_arr)
+        self.filled, self._last_id = stop, int(id_arr[-1])
+
+    def finish(self) -> RefineFiles:
+        """fsync, checksum and rename both files into place; the store's files."""
+        try:
+            if self.filled != self._rows.shape[0]:
+                self._resize(self.filled)
+            self._rows.flush()
+            del self._rows
+            id_arr = np.concatenate(self._ids) if self._ids else np.empty(0, dtype=np.int64)
+            id_target = Path(f"{self.stem}.ids.npy")
+            id_tmp = _atomic_target(id_target)
+            try:
+                with open(id_tmp, "wb") as fh:  # a file object: np.save would append .npy to a name
+                    np.save(fh, id_arr)
+                vec_sha = _finish(self._tmp, self._vec_target)
+                id_sha = _finish(id_tmp, id_target)
+            except BaseException:
+                id_tmp.unlink(missing_ok=True)
+                raise
+        except BaseException:
+            self.abort()
+            raise
+        _fsync_dir(self.stem.parent)
+        return RefineFiles(str(self._vec_target), str(id_target), vec_sha, id_sha, int(id_arr.size), self.dim)
+
+    def abort(self) -> None:
+        self._tmp.unlink(missing_ok=True)
+
+    def _resize(self, rows: int) -> None:
+        bigger = _atomic_target(self._vec_target)
+        out = np.lib.format.open_memmap(bigger, mode="w+", dtype=np.float16, shape=(rows, self.dim))
+        for start in range(0, min(self.filled, rows), _COPY_ROWS):
+            out[start:min(start + _COPY_ROWS, self.filled)] = self._rows[start:min(start + _COPY_ROWS, self.filled)]
+        del self._rows
+        self._tmp.unlink(missing_ok=True)
+        self._tmp, self._rows = bigger, out
+
+
 def write_refine(stem: Path, ids: npt.ArrayLike, blocks: list[tuple[int, npt.ArrayLike]] | None = None, *,
                  vectors: npt.ArrayLike | None = None, dim: int | None = None) -> RefineFiles:
     """Write a store atomically (temp file, fsync, rename) and return its files and checksums.
 
     ids: all frame ids, ascending and unique. Either `vectors` (n, d) in the same order, or
-    `blocks`: (row offset, array) pieces that together fill all n rows (used by update to
-    stream kept old rows and new rows without a second full copy in memory).
+    `blocks`: consecutive (row offset, array) pieces that together fill all n rows (used by
+    update to stream kept old rows and new rows without a second full copy in memory).
     """
     id_arr = np.ascontiguousarray(ids, dtype=np.int64)
-    if id_arr.size > 1 and not bool((np.diff(id_arr) > 0).all()):
-        raise InputError("refine ids must be unique and ascending")
     if vectors is not None:
         v = np.asarray(vectors)
         dim = int(v.shape[1])
@@ -213,30 +285,15 @@ def write_refine(stem: Path, ids: npt.ArrayLike, blocks: list[tuple[int, npt.Arr
         blocks = [(start, v[start:start + _COPY_ROWS]) for start in range(0, v.shape[0], _COPY_ROWS)]
     if dim is None or blocks is None:
         raise InputError("write_refine needs vectors, or blocks and dim")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    vec_target, id_target = Path(f"{stem}.f16.npy"), Path(f"{stem}.ids.npy")
-    vec_tmp, id_tmp = _atomic_target(vec_target), _atomic_target(id_target)
-    try:
-        out = np.lib.format.open_memmap(vec_tmp, mode="w+", dtype=np.float16, shape=(id_arr.size, dim))
-        filled = 0
+    with RefineWriter(stem, dim, id_arr.size) as writer:
         for offset, block in blocks:
             b = np.asarray(block)
-            out[offset:offset + b.shape[0]] = b
-            filled += b.shape[0]
-        if filled != id_arr.size:
-            raise InputError(f"refine blocks filled {filled} of {id_arr.size} rows")
-        out.flush()
-        del out
-        with open(id_tmp, "wb") as fh:  # a file object: np.save would append .npy to a name
-            np.save(fh, id_arr)
-        vec_sha = _finish(vec_tmp, vec_target)
-        id_sha = _finish(id_tmp, id_target)
-    except BaseException:
-        vec_tmp.unlink(missing_ok=True)
-        id_tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(stem.parent)
-    return RefineFiles(str(vec_target), str(id_target), vec_sha, id_sha, int(id_arr.size), int(dim))
+            if offset != writer.filled:
+                raise InputError(f"refine block at row {offset}, expected row {writer.filled}")
+            writer.add(id_arr[offset:offset + b.shape[0]], b)
+        if writer.filled != id_arr.size:
+            raise InputError(f"refine blocks filled {writer.filled} of {id_arr.size} rows")
+        return writer.finish()
 
 
 def open_refine(files: RefineFiles, *, check_vectors_sha: bool = False) -> RefineStore:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sisyphus_db.ann.arrays import as_vectors
+from sisyphus_db.ann.arrays import as_vectors, as_vectors_or_half, rows_float32
 from sisyphus_db.ann.device import is_gpu_index
 from sisyphus_db.ann.metric import l2sq_to_cosine
 from sisyphus_db.ann.params import apply_search_params, check_nprobe
@@ -153,24 +153,47 @@ def exact_rerank(
     return cand_ids[order], dist[order]
 
 
+EXACT_BLOCK_ROWS = 262_144  # float16 rows converted and compared at a time by exact_search
+
+
 def exact_search(
     vectors: npt.ArrayLike, ids: npt.ArrayLike, queries: npt.ArrayLike, k: int
 ) -> Result:
-    """Brute-force ground truth: (cosine distances (m, k), ids (m, k)), -1/inf padding."""
+    """Brute-force ground truth: (cosine distances (m, k), ids (m, k)), -1/inf padding.
+
+    float16 vectors (a memory-mapped refine store) are compared a block of rows at a time,
+    so no float32 copy of them all is made.
+    """
     import faiss
 
-    x = as_vectors(vectors)
+    x = as_vectors_or_half(vectors)
     id_arr = np.asarray(ids, dtype=np.int64).ravel()
     if id_arr.shape[0] != x.shape[0]:
         raise InputError(f"expected {x.shape[0]} ids, one per vector, got {id_arr.shape[0]}")
     q = _queries(queries, x.shape[1])
     k = _check_k(k)
     kk = min(k, x.shape[0])
-    # exact inner product = cosine similarity on unit vectors; faiss blocks and threads it
-    sims, pos = faiss.knn(q, x, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    sims = np.full((q.shape[0], 0), -np.inf, dtype=np.float32)
+    pos = np.full((q.shape[0], 0), -1, dtype=np.int64)
+    step = x.shape[0] if x.dtype == np.float32 else EXACT_BLOCK_ROWS
+    for start in range(0, x.shape[0], step):
+        block = rows_float32(x, slice(start, start + step))
+        # exact inner product = cosine similarity on unit vectors; faiss blocks and threads it
+        s, p = faiss.knn(q, block, min(kk, block.shape[0]), metric=faiss.METRIC_INNER_PRODUCT)
+        sims, pos = _best(np.hstack([sims, s]), np.hstack([pos, np.where(p >= 0, p + start, -1)]), kk)
     dist = np.full((q.shape[0], k), np.inf, dtype=np.float32)
     out = np.full((q.shape[0], k), -1, dtype=np.int64)
     valid = pos >= 0
     dist[:, :kk] = np.where(valid, np.clip(1.0 - sims, 0.0, 2.0), np.inf)
     out[:, :kk] = np.where(valid, id_arr[np.maximum(pos, 0)], -1)
     return dist, out
+
+
+def _best(sims: npt.NDArray[np.float32], pos: npt.NDArray[np.int64], k: int) -> (
+        tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
+    """Each row's k most similar (row position breaks ties), most similar first."""
+    if sims.shape[1] > k:
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        sims, pos = np.take_along_axis(sims, part, axis=1), np.take_along_axis(pos, part, axis=1)
+    order = np.lexsort((pos, -sims), axis=1)
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(pos, order, axis=1)

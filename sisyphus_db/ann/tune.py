@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sisyphus_db.ann.arrays import as_ids, as_vectors
+from sisyphus_db.ann.arrays import as_ids, as_vectors_or_half, rows_float32
 from sisyphus_db.ann.search import exact_search, search
 from sisyphus_db.errors import AnnIndexError
 
@@ -79,13 +79,13 @@ def _rows_of(ids_sorted: npt.NDArray[np.int64], order: npt.NDArray[np.int64],
 
 
 def _candidate_sims(
-    x: npt.NDArray[np.float32], qx: npt.NDArray[np.float32], rows: npt.NDArray[np.int64]
+    x: npt.NDArray[np.float32] | npt.NDArray[np.float16], qx: npt.NDArray[np.float32], rows: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float32]:
     """Exact cosine similarity of each query to each of its candidates; -inf for holes."""
     sims = np.full(rows.shape, -np.inf, dtype=np.float32)
     for start in range(0, rows.shape[0], _GATHER_CHUNK):
         block = rows[start : start + _GATHER_CHUNK]
-        vecs = x[np.maximum(block, 0)]  # (b, D, d)
+        vecs = rows_float32(x, np.maximum(block, 0))  # (b, D, d)
         s = np.einsum("bkd,bd->bk", vecs, qx[start : start + _GATHER_CHUNK])
         sims[start : start + _GATHER_CHUNK] = np.where(block >= 0, s, -np.inf)
     return sims
@@ -121,14 +121,15 @@ def tune(
 ) -> TuneResult:
     """Measure the index against exact search on its own vectors; see the module doc.
 
-    vectors/ids: everything stored in the index (the full float vectors).
+    vectors/ids: everything stored in the index (the full vectors: float32, or float16 such as
+    the memory-mapped refine store, read a block at a time).
     nprobes: values to try (default 1, 2, 4, ... up to nlist).
     progress: called with 1 after each nprobe value measured.
     """
     import faiss
 
     t0 = time.perf_counter()
-    x = as_vectors(vectors, d=index.d)
+    x = as_vectors_or_half(vectors, d=index.d)
     id_arr = as_ids(ids, x.shape[0])
     n = x.shape[0]
     ivf = faiss.try_extract_index_ivf(index)
@@ -139,7 +140,7 @@ def tune(
 
     rng = np.random.default_rng(seed)
     qrows = rng.choice(n, size=min(n_queries, n), replace=False)
-    qx, qids = x[qrows], id_arr[qrows]
+    qx, qids = rows_float32(x, qrows), id_arr[qrows]
     _, gt = exact_search(x, id_arr, qx, K + 1)
     truth = _drop_self(gt, qids)
 

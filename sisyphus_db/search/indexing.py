@@ -19,12 +19,33 @@ from typing import Any
 
 import numpy as np
 
+from sisyphus_db.ann.refine import RefineFiles, open_refine
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
-from sisyphus_db.search.refine_sidecar import drop_refine, refine_files, updated_refine, verify_refine, write_new_refine
-from sisyphus_db.store.indexes import IndexRecord, delete_index, find_index, list_indexes, save_index, update_index
+from sisyphus_db.search.refine_sidecar import (
+    drop_refine,
+    refine_files,
+    refine_from_table,
+    updated_refine,
+    verify_refine,
+    write_new_refine,
+)
+from sisyphus_db.store.indexes import (
+    IndexRecord,
+    delete_index,
+    find_index,
+    list_indexes,
+    save_index,
+    update_index,
+)
 from sisyphus_db.store.registry import StoredModel, find_model, stored_models
-from sisyphus_db.store.vectors import FRAMES, VectorTable, frame_ids_of_model, model_vectors, vector_table
+from sisyphus_db.store.vectors import (
+    FRAMES,
+    VectorTable,
+    frame_ids_of_model,
+    model_vectors,
+    vector_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,43 +135,60 @@ def build_faiss_index(
     table = vector_table(kind)
     where = resolve_faiss_device(device)
     started = time.perf_counter()
-    ids, vectors = model_vectors(db, model.id, model.dim, progress=_stage(progress, "read vectors"), table=table)
-    if ids.size == 0:
-        if table is not FRAMES:
-            raise AnnIndexError(f"model {model.name} has no {table.kind} vectors: run `sisyphus {table.kind} build` first")
-        raise AnnIndexError(f"model {model.name} has no vectors: run `sisyphus ingest` first")
-    if factory == "auto":
-        budget = {} if memory_budget_bytes is None else {"memory_budget_bytes": memory_budget_bytes}
-        factory = choose_factory(int(ids.size), model.dim, gpu=where == "cuda", **budget)
-    logger.info("building %s over %d %d-d vectors on %s", factory, ids.size, model.dim, where)
-    index = build_index(vectors, ids, factory=factory, train_size=train_size, device=where,
-                        progress=_stage(progress, "add vectors", int(ids.size)))
-    return finish_faiss_build(db, model, index, ids, vectors, factory=factory, kind=kind, device=where,
+    path = index_path(db, model, kind)
+    refine = refine_from_table(db, model, path, table=table, progress=_stage(progress, "read vectors"))
+    try:
+        store = open_refine(refine)
+        if store.ntotal == 0:
+            if table is not FRAMES:
+                raise AnnIndexError(f"model {model.name} has no {table.kind} vectors: run `sisyphus {table.kind} build` "
+                                    "first")
+            raise AnnIndexError(f"model {model.name} has no vectors: run `sisyphus ingest` first")
+        if factory == "auto":
+            budget = {} if memory_budget_bytes is None else {"memory_budget_bytes": memory_budget_bytes}
+            factory = choose_factory(store.ntotal, model.dim, gpu=where == "cuda", **budget)
+        logger.info("building %s over %d %d-d vectors on %s", factory, store.ntotal, model.dim, where)
+        # trained, filled and tuned from the mapped float16 store: no float32 copy of every vector
+        index = build_index(store.vectors, store.ids, factory=factory, train_size=train_size, device=where,
+                            progress=_stage(progress, "add vectors", store.ntotal))
+    except BaseException:
+        drop_refine(refine)
+        raise
+    return finish_faiss_build(db, model, index, store.ids, store.vectors, factory=factory, kind=kind, device=where,
                               target_recall=target_recall, train_size=train_size, started=started,
-                              progress=progress)
+                              progress=progress, refine=refine)
 
 
 def finish_faiss_build(db: Database, model: StoredModel, index: Any, ids: np.ndarray, vectors: np.ndarray, *,
                        factory: str, kind: str, device: str, target_recall: float, train_size: int | None,
-                       started: float, progress: Progress | None = None) -> BuildReport:
+                       started: float, progress: Progress | None = None,
+                       refine: RefineFiles | None = None) -> BuildReport:
     """Tune, write (atomically), write the refine store and register a filled index: the tail of
-    every faiss build, local or sharded (sisyphus_db.distributed.index_job). ids ascending."""
+    every faiss build, local or sharded (sisyphus_db.distributed.index_job). ids ascending.
+
+    `refine`: the store already written from these ids and vectors (a local build streams
+    the table into it first); it is deleted if the build fails before it is registered."""
     from sisyphus_db.ann.files import write_index_atomic
     from sisyphus_db.ann.tune import tune
 
     where = device
-    # The rerank reads the refine store in memory (~1 us a candidate, ~16 scanned PQ codes),
-    # not PostgreSQL (tune's default weight): deeper reranks with fewer probes now win.
-    tuned = tune(index, vectors, ids, target_recall=target_recall, progress=_stage(progress, "tune"),
-                 rerank_weight=IN_MEMORY_RERANK_WEIGHT, rerank_depths=IN_MEMORY_RERANK_DEPTHS)
-    if not tuned.reached:
-        logger.warning("%s reached recall@10 %.3f, below the target %.2f, at its widest setting",
-                       factory, tuned.recall_at_10, target_recall)
-    path = index_path(db, model, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sha256 = write_index_atomic(index, path)
-    previous = find_index(db, model.id, "faiss", kind)
-    refine = write_new_refine(path, ids, vectors)  # ids come ascending from model_vectors
+    try:
+        # The rerank reads the refine store in memory (~1 us a candidate, ~16 scanned PQ codes),
+        # not PostgreSQL (tune's default weight): deeper reranks with fewer probes now win.
+        tuned = tune(index, vectors, ids, target_recall=target_recall, progress=_stage(progress, "tune"),
+                     rerank_weight=IN_MEMORY_RERANK_WEIGHT, rerank_depths=IN_MEMORY_RERANK_DEPTHS)
+        if not tuned.reached:
+            logger.warning("%s reached recall@10 %.3f, below the target %.2f, at its widest setting",
+                           factory, tuned.recall_at_10, target_recall)
+        path = index_path(db, model, kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sha256 = write_index_atomic(index, path)
+        previous = find_index(db, model.id, "faiss", kind)
+        if refine is None:
+            refine = write_new_refine(path, ids, vectors)  # ids come ascending from model_vectors
+    except BaseException:
+        drop_refine(refine)
+        raise
     seconds = time.perf_counter() - started
     record = save_index(
         db, model_id=model.id, backend="faiss", kind=kind, factory=factory, metric=METRIC, path=str(path), sha256=sha256,
@@ -179,9 +217,7 @@ def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress |
                        kind: str = FRAMES.kind) -> UpdateReport:
     """Add the rows above the watermark and remove deleted ones, without retraining."""
     from sisyphus_db.ann.build import add_vectors, index_ids, remove_ids
-    from sisyphus_db.ann.files import write_index_atomic
-
-    from sisyphus_db.ann.files import read_index
+    from sisyphus_db.ann.files import read_index, write_index_atomic
 
     table = vector_table(kind)
     record = require_faiss_record(db, model, kind)

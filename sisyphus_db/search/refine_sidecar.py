@@ -11,18 +11,35 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from sisyphus_db.ann.refine import RefineFiles, RefineStore, open_refine, refine_stem, remove_refine, write_refine
+from sisyphus_db.ann.refine import (
+    RefineFiles,
+    RefineStore,
+    RefineWriter,
+    open_refine,
+    refine_stem,
+    remove_refine,
+    write_refine,
+)
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError
 from sisyphus_db.store.indexes import IndexRecord
 from sisyphus_db.store.registry import StoredModel
-from sisyphus_db.store.vectors import FRAMES, VectorTable, frame_ids_of_model, model_vectors, vectors_by_id
+from sisyphus_db.store.vectors import (
+    FRAMES,
+    VectorTable,
+    frame_ids_of_model,
+    model_vectors,
+    stream_model_vectors,
+    vector_count,
+    vectors_by_id,
+)
 
 VERIFY_SAMPLE = 2_000  # rows compared with the table by a default `index verify`
 
@@ -35,6 +52,18 @@ def refine_files(record: IndexRecord) -> RefineFiles | None:
 def write_new_refine(index_path: Path, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> RefineFiles:
     """A fresh store for a build: every (ascending) id with its vector."""
     return write_refine(refine_stem(index_path, uuid.uuid4().hex[:10]), ids, vectors=vectors)
+
+
+def refine_from_table(db: Database, model: StoredModel, index_path: Path, *, table: VectorTable = FRAMES,
+                      progress: Callable[[int], None] | None = None) -> RefineFiles:
+    """A fresh store for a build, streamed from the table: PostgreSQL's vectors go straight into
+    the mapped file (float16, as stored), so the build then trains, adds and tunes from that
+    file and never holds all the vectors in memory."""
+    rows = vector_count(db, model.id, table)
+    with RefineWriter(refine_stem(index_path, uuid.uuid4().hex[:10]), model.dim * table.dim_factor, rows) as writer:
+        for ids, vectors in stream_model_vectors(db, model.id, model.dim, table=table, progress=progress):
+            writer.add(ids, vectors)
+        return writer.finish()
 
 
 def updated_refine(db: Database, model: StoredModel, record: IndexRecord, new_ids: npt.NDArray[np.int64],
