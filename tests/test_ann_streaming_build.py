@@ -32,7 +32,7 @@ def test_exact_search_over_float16_blocks_equals_float32(monkeypatch: pytest.Mon
     queries = full[::97]
     want_d, want_i = exact_search(full, ids, queries, 12)
     # the module (sisyphus_db.ann re-exports a function of the same name)
-    monkeypatch.setattr(importlib.import_module("sisyphus_db.ann.search"), "EXACT_BLOCK_ROWS", 333)  # many blocks, uneven last one
+    monkeypatch.setattr(importlib.import_module("sisyphus_db.ann.search"), "EXACT_BLOCK_BYTES", 333 * 4 * 32)  # blocks of 333 rows
     got_d, got_i = exact_search(half, ids, queries, 12)
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_allclose(got_d, want_d, atol=1e-6)

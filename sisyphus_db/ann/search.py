@@ -153,7 +153,7 @@ def exact_rerank(
     return cand_ids[order], dist[order]
 
 
-EXACT_BLOCK_ROWS = 262_144  # float16 rows converted and compared at a time by exact_search
+EXACT_BLOCK_BYTES = 64 << 20  # float16 rows are converted to float32 and compared this much at a time
 
 
 def exact_search(
@@ -175,7 +175,7 @@ def exact_search(
     kk = min(k, x.shape[0])
     sims = np.full((q.shape[0], 0), -np.inf, dtype=np.float32)
     pos = np.full((q.shape[0], 0), -1, dtype=np.int64)
-    step = x.shape[0] if x.dtype == np.float32 else EXACT_BLOCK_ROWS
+    step = x.shape[0] if x.dtype == np.float32 else max(1, EXACT_BLOCK_BYTES // (4 * x.shape[1]))
     for start in range(0, x.shape[0], step):
         block = rows_float32(x, slice(start, start + step))
         # exact inner product = cosine similarity on unit vectors; faiss blocks and threads it

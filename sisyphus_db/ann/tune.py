@@ -36,7 +36,7 @@ RERANK_DEPTHS = (10, 20, 50, 100, 200, 500, 1000)
 # scanning a few hundred PQ codes in memory.
 RERANK_WEIGHT = 256.0
 
-_GATHER_CHUNK = 64  # queries per block when gathering candidate vectors (bounds memory)
+_GATHER_CHUNK = 16  # queries per block when gathering candidate vectors (16 x 5,000 x 128-d float32: 41 MB)
 
 
 @dataclass(frozen=True)
