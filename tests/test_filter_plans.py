@@ -132,6 +132,6 @@ def test_the_planner_answers_broad_filters_from_the_nearest_candidates(database:
 @pytest.mark.parametrize(("depth", "wanted"), [(200, 10), (5000, 10), (50, 10), (7, 3), (1, 1)])
 def test_candidate_slices_cover_the_depth_in_order(depth: int, wanted: int) -> None:
     slices = faiss_plans._slices(depth, wanted)
-    assert slices[0] == (0, min(depth, 8 * wanted))
+    assert slices[0] == (0, min(depth, faiss_plans.FIRST_SLICE * wanted))
     assert [stop for _, stop in slices[:-1]] == [start for start, _ in slices[1:]]  # contiguous
     assert slices[-1][1] == depth and all(start < stop for start, stop in slices)

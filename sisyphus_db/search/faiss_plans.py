@@ -39,6 +39,9 @@ SELECTOR_MAX_FRACTION = 0.25     # below this fraction of the index, search only
 CANDIDATES_FIRST = 4             # a filter is first checked on this many times `depth` ANN candidates
 ENOUGH_PASSING_DIVISOR = 4       # ... and that plan is kept when at least depth / this many pass,
 ENOUGH_PASSING_MIN = 50          # and at least this many (the top k allowed are then among them)
+# Candidates checked first, times the caller's k: at a 10 % filter 16 x k usually hold k passing ones
+# (8 x k needed a second statement a third of the time: +0.7-1.5 ms), and more lookups cost little.
+FIRST_SLICE = 16
 PLANS = ("filter-candidates", "exact-filtered", "id-selector", "over-fetch")
 
 
@@ -203,9 +206,9 @@ def bulk_neighbours(record: IndexRecord, queries: npt.NDArray[np.float32], k: in
 
 
 def _slices(depth: int, wanted: int) -> list[tuple[int, int]]:
-    """Consecutive slices of the `depth` nearest candidates, 8 x wanted first, then 5x larger each."""
+    """Consecutive slices of the `depth` nearest candidates, FIRST_SLICE x wanted first, then 5x larger each."""
     out: list[tuple[int, int]] = []
-    start, stop = 0, min(depth, 8 * wanted)
+    start, stop = 0, min(depth, FIRST_SLICE * wanted)
     while start < depth:
         out.append((start, stop))
         start, stop = stop, min(depth, stop * 5)
