@@ -92,3 +92,13 @@ def test_a_failed_build_leaves_no_refine_files(database: Database, corpus: Corpu
     with pytest.raises(AnnIndexError):
         build_faiss_index(database, corpus.model, factory="IVF100000,PQ8")  # more lists than vectors
     assert set(folder.iterdir()) == before
+
+
+def test_two_databases_sharing_a_home_keep_separate_index_files(database: Database, corpus: Corpus,
+                                                                 fresh_database_url: str) -> None:
+    from dataclasses import replace
+
+    other = replace(database, url=fresh_database_url, bound=None)  # same home, another database
+    assert index_path(other, corpus.model) != index_path(database, corpus.model)
+    assert index_path(other, corpus.model).name == index_path(database, corpus.model).name
+    assert index_path(database, corpus.model).parent.parent == database.settings.index_dir

@@ -14,6 +14,7 @@ import re
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -71,6 +72,13 @@ class Database:
     embedded: bool
     bound: sa.Connection | None = None
     pinned: sa.Connection | None = None
+
+    @property
+    def index_dir(self) -> Path:
+        """Where this database's index files go: a folder per database name under the home's
+        `indexes/`, so two databases sharing one home never overwrite each other's files."""
+        name = sa.engine.make_url(sqlalchemy_url(self.url)).database or "default"
+        return self.settings.index_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

@@ -90,7 +90,7 @@ def resolve_model(db: Database, name: str | None) -> StoredModel:
 def index_path(db: Database, model: StoredModel, kind: str = FRAMES.kind) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:60]
     suffix = "" if kind == FRAMES.kind else f"-{kind}"
-    return db.settings.index_dir / f"{slug}-{model.id}{suffix}.faiss"
+    return db.index_dir / f"{slug}-{model.id}{suffix}.faiss"
 
 
 def build_command(kind: str = FRAMES.kind, verb: str = "build") -> str:

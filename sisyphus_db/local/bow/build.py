@@ -109,7 +109,7 @@ def _maps(embedder: Any, frames: list[PendingFrame], batch_size: int
 
 def _vocabulary_path(db: Database, model: StoredModel, layer: str, suffix: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:60]
-    return db.settings.index_dir / f"{slug}-{model.id}-bow-{layer}{suffix}"
+    return db.index_dir / f"{slug}-{model.id}-bow-{layer}{suffix}"
 
 
 def build_bow(db: Database, model: StoredModel, *, words: int | None = None, layer: str = "last",
