@@ -105,15 +105,15 @@ def render(out: Path) -> str:
     """build_memory.md from every build_memory-<n>.json in the folder."""
     results = sorted((json.loads(p.read_text()) for p in out.glob("build_memory-*.json")), key=lambda r: r["n"])
     lines = ["# `index build` memory: streamed through the refine store vs a float32 copy in memory", "",
-             "`benchmarks/bench_build_memory.py`; each build in a fresh process over the same stored vectors. "
-             "Peak anonymous memory is what the build itself holds; peak resident memory also counts the pages "
-             "of the mapped refine file, which the kernel may drop.", ""]
+             ("`benchmarks/bench_build_memory.py`; each build in a fresh process over the same stored vectors. "
+              "Peak anonymous memory is what the build itself holds; peak resident memory also counts the pages "
+              "of the mapped refine file, which the kernel may drop."), ""]
     for r in results:
         m = r["machine"]
         factory = r["runs"][0].get("factory", r["factory"]) if r["runs"] else r["factory"]
         lines += [f"## {r['n']:,} x {r['dim']}-d, {factory}", "",
-                  f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB. {m['note']} "
-                  f"A float32 copy of every vector is {r['float32_vectors_mib']:,.0f} MiB.", "",
+                  (f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB. {m['note']} "
+                   f"A float32 copy of every vector is {r['float32_vectors_mib']:,.0f} MiB."), "",
                   "| build | seconds | peak anonymous MiB | peak resident MiB | tuned recall@10 |", "|---|---|---|---|---|"]
         lines += [f"| {run['mode']} | {run['seconds']} | {run['peak_anon_mib']:,.0f} | {run['peak_rss_mib']:,.0f} | "
                   f"{round(run['tuned_recall_at_10'], 4)} |" for run in r["runs"]]
