@@ -56,6 +56,12 @@ class PeakMemory(threading.Thread):
             self.anon = max(self.anon, int(fields["RssAnon"].split()[0]) / 1024)
             self.rss = max(self.rss, int(fields["VmRSS"].split()[0]) / 1024)
 
+    def take(self) -> tuple[float, float]:
+        """(peak anonymous, peak resident) MiB since the last take, and start over."""
+        peaks = (self.anon, self.rss)
+        self.anon = self.rss = 0.0
+        return peaks
+
 
 def child(mode: str, url: str, home: Path, factory: str, dim: int) -> dict[str, Any]:
     from sisyphus_db.ann.build import build_index

@@ -38,6 +38,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_build_memory import PeakMemory  # noqa: E402
 from bench_search import K, machine  # noqa: E402
 from bench_sidecar import faiss_bulk, tune_faiss_held_out  # noqa: E402
 
@@ -152,6 +153,11 @@ def pgvector_extrapolation(n: int) -> dict[str, Any]:
     return out
 
 
+def _memory(figures: dict[str, Any]) -> str:
+    private = figures.get("step_peak_private_gib")
+    return f"{figures.get('peak_rss_gib')} GiB" + (f" ({private} GiB)" if private is not None else "")
+
+
 def markdown(r: dict[str, Any]) -> str:
     """benchmarks/results/scale.md from one run's figures."""
     m, imp, b, bulk = r["machine"], r.get("import", {}), r.get("build", {}), r.get("bulk", {})
@@ -159,21 +165,22 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [f"# One run at {r['n']:,} x {r['dim']}-d", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}, faiss "
              f"{m['faiss']}. {m.get('note', '')} Data: {r['data']} ({r.get('resumed', 'one uninterrupted run')}).", "",
-             "| step | figure | time | peak memory of the process |", "|---|---|---|---|",
+             ("| step | figure | time | peak memory of the process so far (peak private memory of the step, where "
+              "measured) |"), "|---|---|---|---|",
              f"| generate Parquet | {r.get('generate', {}).get('files')} files, "
              f"{r.get('generate', {}).get('parquet_gib')} GiB | {r.get('generate', {}).get('step_seconds')} s | "
-             f"{r.get('generate', {}).get('peak_rss_gib')} GiB |",
+             f"{_memory(r.get('generate', {}))} |",
              f"| `import-embeddings` | {imp.get('rows', 0):,} rows, {imp.get('rows_per_second', 0):,.0f} rows/s | "
-             f"{imp.get('step_seconds')} s | {imp.get('peak_rss_gib')} GiB |",
+             f"{imp.get('step_seconds')} s | {_memory(imp)} |",
              f"| `index build` (auto) | {b.get('factory')}, tuned {b.get('tuned')} at recall@10 "
              f"{round(b.get('build_recall_at_10') or 0, 4)}; index {b.get('index_gib')} GiB + refine "
-             f"{b.get('refine_gib')} GiB | {b.get('step_seconds')} s | {b.get('peak_rss_gib')} GiB |",
+             f"{b.get('refine_gib')} GiB | {b.get('step_seconds')} s | {_memory(b)} |",
              f"| bulk queries | {bulk.get('qps')} q/s at recall@10 {bulk.get('recall_at_10')} on "
              f"{bulk.get('queries')} held-out queries (nprobe {bulk.get('nprobe')}, rerank {bulk.get('rerank_k')}) | "
-             f"{bulk.get('seconds')} s | {bulk.get('peak_rss_gib')} GiB |",
+             f"{bulk.get('seconds')} s | {_memory(bulk)} |",
              f"| `knn-graph` k=10 | {knn.get('edges', 0):,} edges stored in SQL, recall@10 {knn.get('recall_at_10')} "
              f"({knn.get('nprobe')} lists per list; search {knn.get('search_seconds')} s, store "
-             f"{knn.get('store_seconds')} s) | {knn.get('seconds')} s | {knn.get('peak_rss_gib')} GiB |", "",
+             f"{knn.get('store_seconds')} s) | {knn.get('seconds')} s | {_memory(knn)} |", "",
              f"On disk: database {disk.get('database')} GiB (frames {disk.get('frames')}, the model's embeddings "
              f"partition {disk.get('embeddings')}, knn_edges {disk.get('knn_edges')}). Peak memory of the whole run: "
              f"{r.get('memory_peak_rss_gib')} GiB.", "",
@@ -244,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / f"scale-{n}.partial.json"
 
+    watch = PeakMemory()  # per step: ru_maxrss only ever grows, so it cannot tell one step's peak
+    watch.start()
+
     def step(name: str, started: float, **figures: Any) -> None:
-        out[name] = {**figures, "step_seconds": round(time.perf_counter() - started, 1), "peak_rss_gib": peak_rss_gib()}
+        anon, _ = watch.take()
+        out[name] = {**figures, "step_seconds": round(time.perf_counter() - started, 1), "peak_rss_gib": peak_rss_gib(),
+                     "step_peak_private_gib": round(anon / 1024, 2)}
         logger.info("%s: %s", name, json.dumps(out[name]))
         partial.write_text(json.dumps(out, indent=2, default=str) + "\n")
 

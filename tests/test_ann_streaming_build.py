@@ -102,3 +102,16 @@ def test_two_databases_sharing_a_home_keep_separate_index_files(database: Databa
     assert index_path(other, corpus.model) != index_path(database, corpus.model)
     assert index_path(other, corpus.model).name == index_path(database, corpus.model).name
     assert index_path(database, corpus.model).parent.parent == database.settings.index_dir
+
+
+def test_a_reader_that_stops_early_leaves_the_database_usable(database: Database, corpus: Corpus,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import sisyphus_db.store.vectors as store_vectors
+
+    monkeypatch.setattr(store_vectors, "_PARSE_BYTES", 4096)  # many blocks
+    stream = stream_model_vectors(database, corpus.model.id, corpus.model.dim)
+    first_ids, _ = next(stream)
+    assert 0 < first_ids.size < 2_500
+    stream.close()  # e.g. a build that failed after the first block
+    ids, _ = model_vectors(database, corpus.model.id, corpus.model.dim)
+    assert ids.size == 2_500
