@@ -19,7 +19,7 @@ from sisyphus_db.ann.tune import tune
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.indexing import build_faiss_index, index_path
-from sisyphus_db.store.vectors import model_vectors, source_ids_of, stream_model_vectors
+from sisyphus_db.store.vectors import model_vectors, stream_model_vectors
 
 
 def _half_and_float() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,13 +79,11 @@ def corpus(database: Database) -> Corpus:
 
 def test_streamed_vectors_are_the_table_values(database: Database, corpus: Corpus) -> None:
     ids, vectors = model_vectors(database, corpus.model.id, corpus.model.dim)
-    blocks = list(stream_model_vectors(database, corpus.model.id, corpus.model.dim, with_sources=True))
+    blocks = list(stream_model_vectors(database, corpus.model.id, corpus.model.dim))
     np.testing.assert_array_equal(np.concatenate([b[0] for b in blocks]), ids)
     streamed = np.concatenate([b[1] for b in blocks])
     assert streamed.dtype == np.float16
     np.testing.assert_array_equal(rows_float32(streamed), vectors)
-    np.testing.assert_array_equal(np.concatenate([b[2] for b in blocks]), source_ids_of(database, ids))
-    assert set(source_ids_of(database, ids)) <= {int(s) for s in corpus.source_ids}
 
 
 def test_a_failed_build_leaves_no_refine_files(database: Database, corpus: Corpus) -> None:
@@ -112,58 +110,8 @@ def test_a_reader_that_stops_early_leaves_the_database_usable(database: Database
 
     monkeypatch.setattr(store_vectors, "_PARSE_BYTES", 4096)  # many blocks
     stream = stream_model_vectors(database, corpus.model.id, corpus.model.dim)
-    first_ids, _, _ = next(stream)
+    first_ids, _ = next(stream)
     assert 0 < first_ids.size < 2_500
     stream.close()  # e.g. a build that failed after the first block
     ids, _ = model_vectors(database, corpus.model.id, corpus.model.dim)
     assert ids.size == 2_500
-
-
-def _table_sources(database: Database, ids: np.ndarray) -> np.ndarray:
-    return source_ids_of(database, ids)
-
-
-def test_the_store_keeps_each_frames_source_through_update_and_verify_checks_it(database: Database,
-                                                                                corpus: Corpus) -> None:
-    from vector_data import add_frames, delete_frames
-
-    from sisyphus_db.ann.refine import RefineFiles
-    from sisyphus_db.search.indexing import update_faiss_index, verify_faiss_index
-    from sisyphus_db.search.refine_sidecar import load_refine
-
-    record = build_faiss_index(database, corpus.model, factory="IVF16,PQ8x4").record
-    store = load_refine(record)
-    assert store is not None and store.sources is not None
-    np.testing.assert_array_equal(store.sources, _table_sources(database, store.ids))
-
-    added = add_frames(database, corpus, corpus.queries[:20], source_number=3)
-    delete_frames(database, corpus.ids[:15])
-    record = update_faiss_index(database, corpus.model).record
-    store = load_refine(record)
-    assert store is not None and store.sources is not None
-    assert np.isin(added, store.ids).all() and not np.isin(corpus.ids[:15], store.ids).any()
-    np.testing.assert_array_equal(store.sources, _table_sources(database, store.ids))
-    assert verify_faiss_index(database, corpus.model, full=True).ok
-
-    files = RefineFiles.from_params(record.params["refine"])
-    assert files.sources_path is not None
-    tampered = np.load(files.sources_path)
-    tampered[0] += 1
-    np.save(files.sources_path, tampered)
-    problems = verify_faiss_index(database, corpus.model).problems
-    assert any("source ids file" in p and "checksum" in p for p in problems), problems
-
-
-def test_a_store_without_source_ids_checks_filters_in_sql(database: Database, corpus: Corpus) -> None:
-    from sisyphus_db.search.engine import SearchRequest, search
-    from sisyphus_db.search.queries import Query
-    from sisyphus_db.store.indexes import update_index
-
-    record = build_faiss_index(database, corpus.model, factory="IVF16,PQ8x4").record
-    older = {k: v for k, v in record.params["refine"].items() if not k.startswith("sources")}
-    update_index(database, record.id, params={**record.params, "refine": older})  # as registered before them
-    where = "sources.tags->>'city' = 'paris'"
-    outcome = search(database, corpus.model, Query(corpus.queries[0], {"kind": "vector"}),
-                     SearchRequest(k=10, where=where, save=False))
-    assert "filter" not in outcome.params and len(outcome.hits) == 10
-    assert all(hit.tags.get("city") == "paris" for hit in outcome.hits)

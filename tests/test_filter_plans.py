@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 from vector_data import SELECTIVITY_FILTERS, Corpus, make_corpus, recall_at
 
+import sisyphus_db.search.faiss_plans as faiss_plans
 from sisyphus_db.db.database import Database
-from sisyphus_db.search import faiss_plans
 from sisyphus_db.search.backends import exact_neighbours
 from sisyphus_db.search.engine import SearchRequest, search
 from sisyphus_db.search.filters import FrameFilter
@@ -36,11 +36,7 @@ MINIMUM = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("in_memory", [True, False], ids=["sources-in-memory", "frame-by-frame-in-sql"])
-def test_each_plan_against_exact_filtered_search(database: Database, corpus: Corpus, in_memory: bool,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    if not in_memory:  # the path of filters that read frames (and of stores without source ids)
-        monkeypatch.setattr(FrameFilter, "source_ids", lambda self: None)
+def test_each_plan_against_exact_filtered_search(database: Database, corpus: Corpus) -> None:
     record = build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4").record
     for selectivity, where in SELECTIVITY_FILTERS.items():
         truths = [exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
@@ -53,7 +49,6 @@ def test_each_plan_against_exact_filtered_search(database: Database, corpus: Cor
                     database, corpus.model, record, q, DEPTH, nprobe=None,
                     frame_filter=FrameFilter(database, where, corpus.model.id), plan=plan)
                 assert info["strategy"].startswith(plan) and info["rerank"] == "memory"
-                assert (info.get("filter") == "sources in memory") == in_memory
                 assert all(corpus.cities[int(i)] == city for i in ids)  # only allowed frames, ever
                 assert list(distances) == sorted(distances)
                 recalls.append(recall_at(ids[:10].tolist(), truth))
@@ -140,26 +135,3 @@ def test_candidate_slices_cover_the_depth_in_order(depth: int, wanted: int) -> N
     assert slices[0] == (0, min(depth, faiss_plans.FIRST_SLICE * wanted))
     assert [stop for _, stop in slices[:-1]] == [start for start, _ in slices[1:]]  # contiguous
     assert slices[-1][1] == depth and all(start < stop for start, stop in slices)
-
-
-def test_filters_that_read_frames_are_checked_in_sql_and_agree(database: Database, corpus: Corpus) -> None:
-    build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4")
-    tag = "sources.tags->>'city' = 'paris'"
-    cases = {tag: True, f"frames.frame_index % 2 = 0 AND {tag}": False,
-             f"pts_seconds >= 0 AND {tag}": False}  # an unqualified frames column: not a sources-only filter
-    for where, in_memory in cases.items():
-        for q in corpus.queries[:4]:
-            outcome = search(database, corpus.model, Query(q, {"kind": "vector"}),
-                             SearchRequest(k=10, where=where, save=False))
-            assert (outcome.params.get("filter") == "sources in memory") == in_memory, where
-            truth = exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
-            assert recall_at([hit.frame_id for hit in outcome.hits], truth) >= 0.8, where
-
-
-def test_a_source_filter_that_is_ambiguous_over_frames_fails_as_before(database: Database, corpus: Corpus) -> None:
-    from sisyphus_db.errors import FilterError
-
-    build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4")
-    with pytest.raises(FilterError, match="ambiguous"):  # `id` is a column of frames and of sources
-        search(database, corpus.model, Query(corpus.queries[0], {"kind": "vector"}),
-               SearchRequest(k=10, where="id > 0", save=False))

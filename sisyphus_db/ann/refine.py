@@ -47,39 +47,26 @@ class RefineFiles:
     ids_sha256: str
     ntotal: int
     dim: int
-    # each frame's source_id, same rows (frame indexes only; stores written before it have none)
-    sources_path: str | None = None
-    sources_sha256: str | None = None
 
     def to_params(self) -> dict[str, object]:
-        params: dict[str, object] = {"vectors_path": self.vectors_path, "ids_path": self.ids_path,
-                                     "sha256": self.vectors_sha256, "ids_sha256": self.ids_sha256,
-                                     "ntotal": self.ntotal, "dim": self.dim, "dtype": "float16"}
-        if self.sources_path is not None:
-            params.update(sources_path=self.sources_path, sources_sha256=self.sources_sha256)
-        return params
+        return {"vectors_path": self.vectors_path, "ids_path": self.ids_path, "sha256": self.vectors_sha256,
+                "ids_sha256": self.ids_sha256, "ntotal": self.ntotal, "dim": self.dim, "dtype": "float16"}
 
     @classmethod
     def from_params(cls, params: dict[str, object]) -> RefineFiles:
-        sources = params.get("sources_path")
         return cls(str(params["vectors_path"]), str(params["ids_path"]), str(params["sha256"]),
-                   str(params["ids_sha256"]), int(params["ntotal"]), int(params["dim"]),  # type: ignore[call-overload]
-                   None if sources is None else str(sources),
-                   None if sources is None else str(params["sources_sha256"]))
+                   str(params["ids_sha256"]), int(params["ntotal"]), int(params["dim"]))  # type: ignore[call-overload]
 
-    def paths(self) -> tuple[Path, ...]:
-        extra = () if self.sources_path is None else (Path(self.sources_path),)
-        return (Path(self.vectors_path), Path(self.ids_path), *extra)
+    def paths(self) -> tuple[Path, Path]:
+        return Path(self.vectors_path), Path(self.ids_path)
 
 
 class RefineStore:
     """Read-only view of a refine store: ids in memory, vectors memory-mapped."""
 
-    def __init__(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float16],
-                 sources: npt.NDArray[np.int64] | None = None) -> None:
+    def __init__(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float16]) -> None:
         self.ids = ids
         self.vectors = vectors
-        self.sources = sources  # each row's source_id (frame stores), so source filters need no SQL per frame
         # Frame ids come from an identity column, so they are nearly dense: a direct id -> row
         # table (4 bytes per id in the range) is 5-10x faster than a binary search per lookup.
         self._base = int(ids[0]) if ids.size else 0
@@ -88,21 +75,6 @@ class RefineStore:
         if ids.size and span <= 4 * ids.size + 4096 and ids.size < 2**31:
             self._dense = np.full(span, -1, dtype=np.int32)
             self._dense[ids - self._base] = np.arange(ids.size, dtype=np.int32)
-
-    def rows_with_sources(self, source_ids: npt.ArrayLike, rows: npt.ArrayLike | None = None) -> npt.NDArray[np.bool_]:
-        """For each of these rows (default: all; valid row numbers), whether its frame's source is one of
-        `source_ids`.
-
-        A lookup table over source ids (identity integers, so small and dense) costs one gather
-        per row, where np.isin would compare every row with every allowed source."""
-        if self.sources is None:
-            raise InputError("this refine store keeps no source ids: rebuild it with `sisyphus index build`")
-        wanted = np.asarray(source_ids, dtype=np.int64)
-        top = int(self.sources.max()) if self.sources.size else -1
-        table = np.zeros(top + 1, dtype=np.bool_)
-        table[wanted[(wanted >= 0) & (wanted <= top)]] = True
-        chosen = self.sources if rows is None else self.sources[np.asarray(rows, dtype=np.int64)]
-        return table[chosen]
 
     @property
     def ntotal(self) -> int:
@@ -232,7 +204,6 @@ class RefineWriter:
         self._rows = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float16,
                                                shape=(max(0, int(capacity)), self.dim))
         self._ids: list[npt.NDArray[np.int64]] = []
-        self._sources: list[npt.NDArray[np.int64]] | None = None  # decided by the first add
         self.filled = 0
         self._last_id = -1
 
@@ -243,19 +214,12 @@ class RefineWriter:
         if kind is not None:
             self.abort()
 
-    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike, sources: npt.ArrayLike | None = None) -> None:
-        """Append rows: ids ascending, above every id added before; vectors (len(ids), dim);
-        sources: each row's source_id, given with every block or with none."""
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        """Append rows: ids ascending, above every id added before; vectors (len(ids), dim)."""
         id_arr = np.ascontiguousarray(ids, dtype=np.int64)
         v = np.asarray(vectors)
         if v.ndim != 2 or v.shape != (id_arr.size, self.dim):
             raise InputError(f"expected {id_arr.size} refine vectors of dimension {self.dim}, got {v.shape}")
-        if self._sources is None and not self._ids:
-            self._sources = [] if sources is not None else None
-        if (sources is None) != (self._sources is None):
-            raise InputError("refine source ids must be given with every block or with none")
-        if sources is not None and np.shape(sources) != (id_arr.size,):
-            raise InputError(f"expected {id_arr.size} refine source ids, got {np.shape(sources)}")
         if id_arr.size == 0:
             return
         if int(id_arr[0]) <= self._last_id or (id_arr.size > 1 and not bool((np.diff(id_arr) > 0).all())):
@@ -265,8 +229,6 @@ class RefineWriter:
             self._resize(max(stop, 2 * self._rows.shape[0]))
         self._rows[self.filled:stop] = v
         self._ids.append(id_arr)
-        if self._sources is not None:
-            self._sources.append(np.ascontiguousarray(sources, dtype=np.int64))
         self.filled, self._last_id = stop, int(id_arr[-1])
 
     def finish(self) -> RefineFiles:
@@ -278,27 +240,20 @@ class RefineWriter:
             del self._rows
             id_arr = np.concatenate(self._ids) if self._ids else np.empty(0, dtype=np.int64)
             id_target = Path(f"{self.stem}.ids.npy")
-            sources_target = Path(f"{self.stem}.sources.npy")
             id_tmp = _atomic_target(id_target)
-            sources_tmp = _atomic_target(sources_target) if self._sources is not None else None
             try:
-                _save(id_tmp, id_arr)
-                if sources_tmp is not None:
-                    _save(sources_tmp, np.concatenate(self._sources) if self._sources else np.empty(0, dtype=np.int64))
+                with open(id_tmp, "wb") as fh:  # a file object: np.save would append .npy to a name
+                    np.save(fh, id_arr)
                 vec_sha = _finish(self._tmp, self._vec_target)
                 id_sha = _finish(id_tmp, id_target)
-                sources_sha = _finish(sources_tmp, sources_target) if sources_tmp is not None else None
             except BaseException:
                 id_tmp.unlink(missing_ok=True)
-                if sources_tmp is not None:
-                    sources_tmp.unlink(missing_ok=True)
                 raise
         except BaseException:
             self.abort()
             raise
         _fsync_dir(self.stem.parent)
-        return RefineFiles(str(self._vec_target), str(id_target), vec_sha, id_sha, int(id_arr.size), self.dim,
-                           None if sources_sha is None else str(sources_target), sources_sha)
+        return RefineFiles(str(self._vec_target), str(id_target), vec_sha, id_sha, int(id_arr.size), self.dim)
 
     def abort(self) -> None:
         self._tmp.unlink(missing_ok=True)
@@ -313,23 +268,15 @@ class RefineWriter:
         self._tmp, self._rows = bigger, out
 
 
-def _save(path: Path, array: npt.NDArray[np.int64]) -> None:
-    with open(path, "wb") as fh:  # a file object: np.save would append .npy to a name
-        np.save(fh, array)
-
-
 def write_refine(stem: Path, ids: npt.ArrayLike, blocks: list[tuple[int, npt.ArrayLike]] | None = None, *,
-                 vectors: npt.ArrayLike | None = None, dim: int | None = None,
-                 sources: npt.ArrayLike | None = None) -> RefineFiles:
+                 vectors: npt.ArrayLike | None = None, dim: int | None = None) -> RefineFiles:
     """Write a store atomically (temp file, fsync, rename) and return its files and checksums.
 
     ids: all frame ids, ascending and unique. Either `vectors` (n, d) in the same order, or
     `blocks`: consecutive (row offset, array) pieces that together fill all n rows (used by
     update to stream kept old rows and new rows without a second full copy in memory).
-    sources: each id's source_id (frame stores), or None.
     """
     id_arr = np.ascontiguousarray(ids, dtype=np.int64)
-    source_arr = None if sources is None else np.ascontiguousarray(sources, dtype=np.int64)
     if vectors is not None:
         v = np.asarray(vectors)
         dim = int(v.shape[1])
@@ -343,8 +290,7 @@ def write_refine(stem: Path, ids: npt.ArrayLike, blocks: list[tuple[int, npt.Arr
             b = np.asarray(block)
             if offset != writer.filled:
                 raise InputError(f"refine block at row {offset}, expected row {writer.filled}")
-            writer.add(id_arr[offset:offset + b.shape[0]], b,
-                       None if source_arr is None else source_arr[offset:offset + b.shape[0]])
+            writer.add(id_arr[offset:offset + b.shape[0]], b)
         if writer.filled != id_arr.size:
             raise InputError(f"refine blocks filled {writer.filled} of {id_arr.size} rows")
         return writer.finish()
@@ -357,28 +303,23 @@ def open_refine(files: RefineFiles, *, check_vectors_sha: bool = False) -> Refin
     when asked (it is n x d x 2 bytes: `index verify` checks it, and its values against
     the table), so that opening stays a memory map and a server starts at once.
     """
-    vec_path, id_path, *extra = files.paths()
-    for path in (vec_path, id_path, *extra):
+    vec_path, id_path = files.paths()
+    for path in (vec_path, id_path):
         if not path.is_file():
             raise AnnIndexError(f"refine file {path} does not exist: {_REBUILD}")
-    checked = [(id_path, files.ids_sha256, "ids")] + [(path, files.sources_sha256, "source ids") for path in extra]
-    for path, sha, what in checked:
-        if file_sha256(path) != sha:
-            raise AnnIndexError(f"refine {what} file {path} does not match its registry checksum: {_REBUILD}")
+    if file_sha256(id_path) != files.ids_sha256:
+        raise AnnIndexError(f"refine ids file {id_path} does not match its registry checksum: {_REBUILD}")
     if check_vectors_sha and file_sha256(vec_path) != files.vectors_sha256:
         raise AnnIndexError(f"refine vectors file {vec_path} does not match its registry checksum: {_REBUILD}")
     try:
         ids = np.load(id_path)
         vectors = np.load(vec_path, mmap_mode="r")
-        sources = np.load(extra[0]) if extra else None
     except (OSError, ValueError) as exc:
         raise AnnIndexError(f"refine files {vec_path.name} are not readable ({exc}): {_REBUILD}") from exc
-    if (vectors.dtype != np.float16 or vectors.shape != (files.ntotal, files.dim) or ids.shape != (files.ntotal,)
-            or (sources is not None and sources.shape != (files.ntotal,))):
+    if vectors.dtype != np.float16 or vectors.shape != (files.ntotal, files.dim) or ids.shape != (files.ntotal,):
         raise AnnIndexError(f"refine file {vec_path} holds {vectors.shape} {vectors.dtype}, the registry says "
                             f"({files.ntotal}, {files.dim}) float16: {_REBUILD}")
-    return RefineStore(ids.astype(np.int64, copy=False), vectors,
-                       None if sources is None else sources.astype(np.int64, copy=False))
+    return RefineStore(ids.astype(np.int64, copy=False), vectors)
 
 
 def remove_refine(files: RefineFiles) -> None:

@@ -75,11 +75,6 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         info["exhausted"] = int((candidates >= 0).sum()) < depth
         return _rerank(db, model, store, query, candidates, depth), info
 
-    # A filter on sources only, with a store that keeps each frame's source: checked in memory,
-    # with no statement per candidate and no id list from SQL (one query on the sources table).
-    allowed_sources = (frame_filter.source_ids() if store is not None and store.sources is not None else None)
-    if allowed_sources is not None:
-        info["filter"] = "sources in memory"
     if plan in (None, "filter-candidates"):
         fetch = min(ntotal, depth * CANDIDATES_FIRST)
         _, found = search(index, query[None, :], fetch, nprobe=nprobe)
@@ -91,15 +86,7 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         # asked for can also mean the probed lists were short: that is not exhaustion.)
         complete = fetched.size >= ntotal
         few = wanted is not None and wanted < depth and plan is None
-        if allowed_sources is not None:
-            assert store is not None
-            passes = store.rows_with_sources(allowed_sources, store.rows_of(ranked))
-            passing = ranked[passes]
-            # the same rules as below: `wanted` among the `depth` nearest, else enough of all
-            matched = int(passes[:depth].sum()) if few else int(passes.sum())
-            enough = int(wanted) if few and wanted is not None else min(
-                depth, max(ENOUGH_PASSING_MIN, depth // ENOUGH_PASSING_DIVISOR))
-        elif few:
+        if few:
             # The caller needs only `wanted`: when that many pass among the `depth` nearest
             # candidates (as accurate as an unfiltered search at this depth), they are the
             # nearest allowed frames. Each candidate checked is an index lookup, most of the
@@ -129,14 +116,10 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
             keep = np.isin(ranked, passing)
             return (ranked[keep], distances[keep]), info
 
-    if allowed_sources is not None:
-        assert store is not None
-        allowed = store.ids[store.rows_with_sources(allowed_sources)]
-    else:
-        # With a store, the ids need no join with embeddings: only stored frames have rows in it.
-        allowed = frame_filter.all_ids(with_vector=store is None)
-        if store is not None:
-            allowed = allowed[store.rows_of(allowed) >= 0]
+    # With a store, the ids need no join with embeddings: only stored frames have rows in it.
+    allowed = frame_filter.all_ids(with_vector=store is None)
+    if store is not None:
+        allowed = allowed[store.rows_of(allowed) >= 0]
     fraction = allowed.size / max(1, ntotal)
     info["selectivity"] = round(fraction, 6)
     exact_max = EXACT_MAX if store is not None else EXACT_MAX_WITHOUT_STORE

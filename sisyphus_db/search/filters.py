@@ -8,7 +8,6 @@ FilterError and changes nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,6 @@ from sisyphus_db.errors import FilterError
 from sisyphus_db.search.runs import DETAIL_COLUMNS, hit_details
 
 FILTER_TIMEOUT_MS = 60_000
-# errors that say a filter reads more than the sources table (it is then checked frame by frame)
-_NOT_SOURCES_ONLY = (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable,
-                     psycopg.errors.AmbiguousColumn)
 FRAME_SOURCE_JOIN = "frames JOIN sources ON sources.id = frames.source_id"
 
 
@@ -80,7 +76,6 @@ class FrameFilter:
         self._all: npt.NDArray[np.int64] | None = None
         self.details: dict[int, dict[str, Any]] = {}  # metadata of frames `first_passing` returned
         self._all_frames: npt.NDArray[np.int64] | None = None
-        self._sources_only: bool | None = None  # unknown until source_ids() is asked
 
     def all_ids(self, *, with_vector: bool = True) -> npt.NDArray[np.int64]:
         """Ids of the frames with a vector under the model that match the filter, ascending.
@@ -105,31 +100,6 @@ class FrameFilter:
         if self._all is not None:
             return np.intersect1d(candidate_ids, self._all)
         return self._select(" AND frames.id = ANY(%(ids)s)", {"ids": candidate_ids.tolist()})
-
-    def source_ids(self) -> npt.NDArray[np.int64] | None:
-        """Ids of the sources that match, ascending, when the filter reads nothing but `sources`
-        (tags, uri, kind...): then a frame passes exactly when its source does, and a refine
-        store that keeps each frame's source_id checks candidates in memory. None otherwise.
-
-        The filter is also planned once over frames JOIN sources, in the same round trip, so it
-        means the same as in every other plan (an unqualified column both tables have is still
-        ambiguous there).
-        """
-        if self._sources_only is False:
-            return None
-        if re.search(r"\bframes\b", self.where, re.IGNORECASE):
-            self._sources_only = False
-            return None
-        try:
-            rows = self._rows(f"SELECT sources.id FROM sources WHERE ({self.where}) ORDER BY sources.id", {},
-                              check_frames=True)
-        except FilterError as exc:
-            if not isinstance(exc.__cause__ or exc.__context__, _NOT_SOURCES_ONLY):
-                raise
-            self._sources_only = False
-            return None
-        self._sources_only = True
-        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def first_passing(self, ranked_ids: npt.NDArray[np.int64], limit: int) -> tuple[npt.NDArray[np.int64], int]:
         """The first `limit` ranked candidates that match the filter (in their given order), and
@@ -161,7 +131,7 @@ class FrameFilter:
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def _rows(self, query: str, params: dict[str, object], *,
-              keep_join_order: bool = False, check_frames: bool = False) -> list[tuple[Any, ...]]:
+              keep_join_order: bool = False) -> list[tuple[Any, ...]]:
         with self.db.copy_connection() as conn:
             # A savepoint that is always rolled back: it takes the read-only setting with it,
             # so the surrounding transaction can still write (e.g. to save the search run).
@@ -171,16 +141,13 @@ class FrameFilter:
                     conn.execute("SELECT set_config('transaction_read_only', 'on', true), "
                                  f"set_config('statement_timeout', '{FILTER_TIMEOUT_MS}', true)"
                                  + (", set_config('join_collapse_limit', '1', true)" if keep_join_order else ""))
-                    if check_frames:  # planned, never run: the filter must also parse over frames and sources
-                        conn.execute(f"SELECT 1 FROM {FRAME_SOURCE_JOIN} WHERE ({self.where}) LIMIT 0",
-                                     self.params, prepare=False)
                     # Parameters mean the extended protocol, which refuses a second statement.
                     # Never prepared: a generic plan cannot see the size of the id array and
                     # picked nested seq scans (8 s for 6,000 frames instead of milliseconds).
                     return conn.execute(query, {**self.params, "model": self.model_id, **params},
                                         prepare=False).fetchall()
             except psycopg.Error as exc:
-                raise filter_error(exc) from (exc if check_frames else None)
+                raise filter_error(exc) from None
 
 
 def filtered_frame_ids(db: Database, where: Where, model_id: int) -> npt.NDArray[np.int64]:

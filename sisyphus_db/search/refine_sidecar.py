@@ -9,7 +9,6 @@ PostgreSQL stays the truth: `verify_refine` compares the stored vectors with the
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import uuid
 from collections.abc import Callable
@@ -37,7 +36,6 @@ from sisyphus_db.store.vectors import (
     VectorTable,
     frame_ids_of_model,
     model_vectors,
-    source_ids_of,
     stream_model_vectors,
     vector_count,
     vectors_by_id,
@@ -60,15 +58,11 @@ def refine_from_table(db: Database, model: StoredModel, index_path: Path, *, tab
                       progress: Callable[[int], None] | None = None) -> RefineFiles:
     """A fresh store for a build, streamed from the table: PostgreSQL's vectors go straight into
     the mapped file (float16, as stored), so the build then trains, adds and tunes from that
-    file and never holds all the vectors in memory. A frame index's store also keeps each
-    frame's source_id, so filters on sources are checked in memory (search.faiss_plans)."""
+    file and never holds all the vectors in memory."""
     rows = vector_count(db, model.id, table)
     with RefineWriter(refine_stem(index_path, uuid.uuid4().hex[:10]), model.dim * table.dim_factor, rows) as writer:
-        # closed at once on failure: a suspended COPY would hold its connection
-        with contextlib.closing(stream_model_vectors(db, model.id, model.dim, table=table, progress=progress,
-                                                     with_sources=table is FRAMES)) as stream:
-            for ids, vectors, sources in stream:
-                writer.add(ids, vectors, sources)
+        for ids, vectors in stream_model_vectors(db, model.id, model.dim, table=table, progress=progress):
+            writer.add(ids, vectors)
         return writer.finish()
 
 
@@ -91,24 +85,23 @@ def updated_refine(db: Database, model: StoredModel, record: IndexRecord, new_id
     old = open_refine(files)
     keep = ~np.isin(old.ids, gone)
     kept_ids = old.ids[keep]
-    # source ids follow the rows when the old store has them (new frames' are read from the table)
-    sources_all = (None if old.sources is None
-                   else np.concatenate([old.sources[keep], source_ids_of(db, new_ids)]))
     if new_ids.size and kept_ids.size and int(new_ids.min()) <= int(kept_ids.max()):
         # never the case through `index update` (new frames are above the watermark), but stay correct
         ids_all = np.concatenate([kept_ids, new_ids])
         vecs_all = np.concatenate([old.take(np.flatnonzero(keep)), new_vectors])
         order = np.argsort(ids_all, kind="stable")
-        return write_refine(stem, ids_all[order], vectors=vecs_all[order],
-                            sources=None if sources_all is None else sources_all[order])
+        return write_refine(stem, ids_all[order], vectors=vecs_all[order])
     kept_rows = np.flatnonzero(keep)
     step = 262_144
     blocks: list[tuple[int, Any]] = [(start, old.vectors[kept_rows[start:start + step]])
                                      for start in range(0, kept_rows.size, step)]
     if new_ids.size:
         blocks.append((int(kept_rows.size), new_vectors))
-    return write_refine(stem, np.concatenate([kept_ids, new_ids]), blocks, dim=model.dim * table.dim_factor,
-                        sources=sources_all)
+    return _write_lazy(stem, np.concatenate([kept_ids, new_ids]), blocks, model.dim * table.dim_factor)
+
+
+def _write_lazy(stem: Path, ids: npt.NDArray[np.int64], blocks: list[tuple[int, Any]], dim: int) -> RefineFiles:
+    return write_refine(stem, ids, blocks, dim=dim)
 
 
 _loaded: dict[tuple[str, str], RefineStore] = {}
@@ -180,9 +173,4 @@ def verify_refine(db: Database, model: StoredModel, record: IndexRecord, index_i
         if bad.size:
             problems.append(f"{bad.size} of {ids.size} {'' if full else 'sampled '}refine vectors differ from the "
                             f"table (e.g. frame {int(ids[bad[0]])}): rebuild with `sisyphus index build`")
-    if store.sources is not None and ids.size:
-        wrong = np.flatnonzero(store.sources[store.rows_of(ids)] != source_ids_of(db, ids))
-        if wrong.size:
-            problems.append(f"{wrong.size} of {ids.size} {'' if full else 'sampled '}refine source ids differ from "
-                            f"the table (e.g. frame {int(ids[wrong[0]])}): rebuild with `sisyphus index build`")
     return problems

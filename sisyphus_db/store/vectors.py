@@ -56,20 +56,16 @@ _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _PARSE_BYTES = 8 << 20  # parse the COPY stream in blocks of about this many bytes
 
 
-Block = tuple[npt.NDArray[np.int64], npt.NDArray[np.float16], npt.NDArray[np.int64] | None]
-
-
-def _row_dtype(dim: int, with_source: bool = False) -> np.dtype:
-    """One binary COPY row of (bigint id, halfvec(dim)[, bigint source_id]): a fixed size, so numpy can parse it."""
-    fields = [("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"), ("dim", ">i2"),
-              ("unused", ">i2"), ("vec", ">f2", (dim,))]
-    return np.dtype(fields + ([("source_len", ">i4"), ("source", ">i8")] if with_source else []))
+def _row_dtype(dim: int) -> np.dtype:
+    """One binary COPY row of (bigint frame_id, halfvec(dim)): a fixed size, so numpy can parse it."""
+    return np.dtype([("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"), ("dim", ">i2"),
+                     ("unused", ">i2"), ("vec", ">f2", (dim,))])
 
 
 def _copy_out_blocks(conn: psycopg.Connection[Any], select: str, dim: int,
-                     progress: Callable[[int], None] | None = None, *, with_source: bool = False) -> Iterator[Block]:
-    """Run `COPY (select id, vec[, source_id] ...) TO STDOUT (FORMAT BINARY)` and yield
-    (ids, float16 vectors, source ids or None) blocks.
+                     progress: Callable[[int], None] | None = None) -> Iterator[tuple[npt.NDArray[np.int64],
+                                                                                     npt.NDArray[np.float16]]]:
+    """Run `COPY (select id, vec ...) TO STDOUT (FORMAT BINARY)` and yield (ids, float16 vectors) blocks.
 
     Parsing whole blocks of fixed-size rows is ~100x faster than a Python loop over rows
     (1M x 256-d in seconds instead of a minute), which is what reading vectors back for a
@@ -77,12 +73,11 @@ def _copy_out_blocks(conn: psycopg.Connection[Any], select: str, dim: int,
     (halfvec's own values): a caller that streams them into the refine store needs no
     float32 copy of the whole table.
     """
-    row = _row_dtype(dim, with_source)
-    fields = 3 if with_source else 2
+    row = _row_dtype(dim)
     buffer = bytearray()
     header_done = False
 
-    def parse(final: bool) -> Block | None:
+    def parse(final: bool) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float16]] | None:
         nonlocal buffer
         rows = len(buffer) // row.itemsize
         if final and len(buffer) - rows * row.itemsize != 2:
@@ -90,14 +85,12 @@ def _copy_out_blocks(conn: psycopg.Connection[Any], select: str, dim: int,
         if rows == 0:
             return None
         block = np.frombuffer(bytes(buffer[: rows * row.itemsize]), dtype=row)
-        if ((block["fields"] != fields).any() or (block["dim"] != dim).any() or (block["vec_len"] != 4 + 2 * dim).any()
-                or (with_source and (block["source_len"] != 8).any())):
+        if (block["fields"] != 2).any() or (block["dim"] != dim).any() or (block["vec_len"] != 4 + 2 * dim).any():
             raise DatabaseError(f"stored vectors are not all {dim}-d halfvecs: the embeddings table is inconsistent")
         del buffer[: rows * row.itemsize]
         if progress is not None:
             progress(rows)
-        sources = block["source"].astype(np.int64) if with_source else None
-        return block["id"].astype(np.int64), block["vec"].astype(np.float16), sources
+        return block["id"].astype(np.int64), block["vec"].astype(np.float16)
 
     with conn.cursor().copy(f"COPY ({select}) TO STDOUT (FORMAT BINARY)") as copy:
         for data in copy:
@@ -124,7 +117,7 @@ def _copy_out_vectors(conn: psycopg.Connection[Any], select: str, dim: int,
     """All rows of `_copy_out_blocks` at once, as float32."""
     id_parts: list[npt.NDArray[np.int64]] = []
     vec_parts: list[npt.NDArray[np.float32]] = []
-    for ids, vectors, _ in _copy_out_blocks(conn, select, dim, progress):
+    for ids, vectors in _copy_out_blocks(conn, select, dim, progress):
         id_parts.append(ids)
         vec_parts.append(to_float32(vectors))
     ids_all = np.concatenate(id_parts) if id_parts else np.empty(0, dtype=np.int64)
@@ -157,31 +150,12 @@ def model_vectors(
 
 
 def stream_model_vectors(db: Database, model_id: int, dim: int, *, table: VectorTable = FRAMES,
-                         progress: Callable[[int], None] | None = None, with_sources: bool = False) -> Iterator[Block]:
-    """Every (id, float16 vector, source id) of a model in id order, a block (about 8 MiB) at a time.
-
-    with_sources (frames only): each frame's source_id too, from a join with frames; else None."""
-    if with_sources and table is not FRAMES:
-        raise InputError(f"source ids are kept for frames only, not {table.kind}")
-    select = (f"SELECT e.frame_id, e.vec, f.source_id FROM embeddings e JOIN frames f ON f.id = e.frame_id "
-              f"WHERE e.model_id = {int(model_id)} ORDER BY e.frame_id" if with_sources
-              else _model_select(model_id, table, 0, None))
+                         progress: Callable[[int], None] | None = None) -> (
+        Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float16]]]):
+    """Every (id, float16 vector) of a model in id order, a block (about 8 MiB) at a time."""
     with db.copy_connection() as conn:
-        yield from _copy_out_blocks(conn, select, dim * table.dim_factor, progress, with_source=with_sources)
-
-
-def source_ids_of(db: Database, frame_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """The source_id of each frame (same order); -1 for a frame no longer in the table."""
-    wanted = np.asarray(frame_ids, dtype=np.int64)
-    if wanted.size == 0:
-        return np.empty(0, dtype=np.int64)
-    unique = np.unique(wanted)
-    known: dict[int, int] = {}
-    with db.copy_connection() as conn:
-        for start in range(0, unique.size, 100_000):  # bounded statements, even for `index verify --full`
-            literal = "{" + ",".join(map(str, unique[start:start + 100_000].tolist())) + "}"
-            known.update(conn.execute(f"SELECT id, source_id FROM frames WHERE id = ANY('{literal}'::bigint[])"))
-    return np.fromiter((known.get(int(i), -1) for i in wanted), dtype=np.int64, count=wanted.size)
+        yield from _copy_out_blocks(conn, _model_select(model_id, table, 0, None), dim * table.dim_factor,
+                                    progress)
 
 
 def vector_count(db: Database, model_id: int, table: VectorTable = FRAMES) -> int:
