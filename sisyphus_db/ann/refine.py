@@ -261,8 +261,10 @@ class RefineWriter:
     def _resize(self, rows: int) -> None:
         bigger = _atomic_target(self._vec_target)
         out = np.lib.format.open_memmap(bigger, mode="w+", dtype=np.float16, shape=(rows, self.dim))
-        for start in range(0, min(self.filled, rows), _COPY_ROWS):
-            out[start:min(start + _COPY_ROWS, self.filled)] = self._rows[start:min(start + _COPY_ROWS, self.filled)]
+        kept = min(self.filled, rows)
+        for start in range(0, kept, _COPY_ROWS):
+            stop = min(start + _COPY_ROWS, kept)
+            out[start:stop] = self._rows[start:stop]
         del self._rows
         self._tmp.unlink(missing_ok=True)
         self._tmp, self._rows = bigger, out

@@ -9,6 +9,7 @@ PostgreSQL stays the truth: `verify_refine` compares the stored vectors with the
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable
@@ -49,9 +50,14 @@ def refine_files(record: IndexRecord) -> RefineFiles | None:
     return RefineFiles.from_params(params) if params else None
 
 
+def _new_stem(index_path: Path) -> Path:
+    """The stem of a new generation of the index's refine store (a fresh name each time)."""
+    return refine_stem(index_path, uuid.uuid4().hex[:10])
+
+
 def write_new_refine(index_path: Path, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> RefineFiles:
     """A fresh store for a build: every (ascending) id with its vector."""
-    return write_refine(refine_stem(index_path, uuid.uuid4().hex[:10]), ids, vectors=vectors)
+    return write_refine(_new_stem(index_path), ids, vectors=vectors)
 
 
 def refine_from_table(db: Database, model: StoredModel, index_path: Path, *, table: VectorTable = FRAMES,
@@ -60,9 +66,12 @@ def refine_from_table(db: Database, model: StoredModel, index_path: Path, *, tab
     the mapped file (float16, as stored), so the build then trains, adds and tunes from that
     file and never holds all the vectors in memory."""
     rows = vector_count(db, model.id, table)
-    with RefineWriter(refine_stem(index_path, uuid.uuid4().hex[:10]), model.dim * table.dim_factor, rows) as writer:
-        for ids, vectors in stream_model_vectors(db, model.id, model.dim, table=table, progress=progress):
-            writer.add(ids, vectors)
+    with RefineWriter(_new_stem(index_path), model.dim * table.dim_factor, rows) as writer:
+        # closed at once on failure: a suspended COPY would keep its connection busy
+        with contextlib.closing(stream_model_vectors(db, model.id, model.dim, table=table,
+                                                     progress=progress)) as stream:
+            for ids, vectors in stream:
+                writer.add(ids, vectors)
         return writer.finish()
 
 
@@ -74,7 +83,7 @@ def updated_refine(db: Database, model: StoredModel, record: IndexRecord, new_id
     An index registered before refine stores existed gets one built from the table.
     """
     files = refine_files(record)
-    stem = refine_stem(Path(str(record.path)), uuid.uuid4().hex[:10])
+    stem = _new_stem(Path(str(record.path)))
     if files is None:
         keep_ids = np.setdiff1d(index_ids, gone)
         ids_all, vecs_all = vectors_by_id(db, model.id, model.dim, keep_ids, table)
