@@ -13,8 +13,10 @@ reaches the target) and a measuring set. Measured:
 - bulk: sidecar batched ANN + in-memory rerank (search.faiss_plans.bulk_neighbours) vs
   pgvector sequential queries over one connection, both at the tuned setting;
 - single query: engine.search (plan, ANN, rerank, metadata join) p50/p95 for both;
-- filtered at 1/10/50 %: every faiss plan (forced) and the planner's choice vs pgvector's
-  iterative scan (relaxed_order) at the tuned ef_search and at higher ones;
+- filtered at 1/10/50 %: the planner's choice through engine.search, warm (it knows the
+  filter's pass rate from earlier searches) and cold, against pgvector's iterative scan
+  (relaxed_order) through engine.search (the same contract: k hits with metadata) at the
+  tuned ef_search and at others; every faiss plan (forced) and pgvector's ids-only query;
 - k-NN graph k=10 of every frame stored in knn_edges;
 - opening the index: read_index copied vs memory-mapped.
 Results: benchmarks/results/sidecar-<n>.json and sidecar.md.
@@ -53,6 +55,7 @@ from sisyphus_db.search.engine import search as engine_search  # noqa: E402
 from sisyphus_db.search.faiss_plans import PLANS, bulk_neighbours, faiss_neighbours  # noqa: E402
 from sisyphus_db.search.filters import FrameFilter  # noqa: E402
 from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index, load_faiss_index  # noqa: E402
+from sisyphus_db.search.pass_rates import PASS_RATES  # noqa: E402
 from sisyphus_db.search.knn_graph import build_knn_graph  # noqa: E402
 from sisyphus_db.search.queries import Query  # noqa: E402
 from sisyphus_db.store.indexes import IndexRecord  # noqa: E402
@@ -119,8 +122,12 @@ def tune_pg_held_out(world: World, queries: npt.NDArray[np.float32], truth: npt.
 
 
 def single_queries(world: World, backend: str, queries: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
-                   **request: Any) -> dict[str, Any]:
+                   *, cold: bool = False, **request: Any) -> dict[str, Any]:
+    """engine.search one query at a time. `cold`: the planner forgets the filter's pass rate
+    before each query (every search is its first with that filter)."""
     def one(q: npt.NDArray[np.float32]) -> list[int]:
+        if cold:
+            PASS_RATES.clear()
         outcome = engine_search(world.db, world.model, Query(q, {"kind": "vector"}),
                                 SearchRequest(k=K, backend=backend, save=False, **request))
         return [hit.frame_id for hit in outcome.hits]
@@ -140,7 +147,9 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
     for label, (city, _) in SELECTIVITY.items():
         where = where_for(city)
         truth = world.truth(queries, city)
-        row: dict[str, Any] = {"planner": single_queries(world, "faiss", queries, truth, where=where, nprobe=nprobe)}
+        row: dict[str, Any] = {
+            "planner": single_queries(world, "faiss", queries, truth, where=where, nprobe=nprobe),
+            "planner_cold": single_queries(world, "faiss", queries, truth, cold=True, where=where, nprobe=nprobe)}
         probe = engine_search(world.db, world.model, Query(queries[0], {}),
                               SearchRequest(k=K, where=where, save=False, nprobe=nprobe))
         row["planner"]["strategy"] = probe.params.get("strategy")
@@ -157,6 +166,9 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
         for ef in sorted({pg_ef, 40, min(1000, max(pg_ef * 2, 80))}) if pg_ef is not None else ():
             r, latencies = pg_recall_at(world, ef, queries, truth, where)
             row[f"pgvector_ef{ef}"] = {"recall_at_10": round(r, 4), **percentiles(latencies)}
+            # the same contract as the planner's row: registry read, search, metadata join
+            row[f"pgvector_engine_ef{ef}"] = single_queries(world, "pgvector", queries, truth, where=where,
+                                                            ef_search=ef)
         out[label] = row
         logger.info("filtered %s: %s", label, json.dumps(row))
     return out
@@ -353,16 +365,23 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
                      f"store {knn.get('store_seconds', '-')}; recall@10 {knn.get('recall_at_10', '-')}, "
                      f"{knn.get('nprobe', '-')} lists per list) | ~{p.get('knn_graph_seconds_extrapolated', '-')} "
                      f"(extrapolated) | {r['ratios'].get('knn_graph_pgvector_over_faiss', '-')}x |")
-        lines += ["", "Filtered: recall@10 / p50 / p95 ms (faiss plans forced; `planner` = the engine's choice):", "",
-                  "| selectivity | planner | " + " | ".join(PLANS) + " | pgvector iterative scan |",
-                  "|---" * (3 + len(PLANS)) + "|"]
+        lines += ["", "Filtered: recall@10 / p50 / p95 ms. `planner` and `pgvector engine`: engine.search, the same "
+                  "contract (registry read, search, k hits with their metadata); `planner cold`: the planner "
+                  "forgets the filter's pass rate before each query. The faiss plans (forced) and `pgvector ids` "
+                  "return ids only:", "",
+                  "| selectivity | planner | planner cold | pgvector engine | " + " | ".join(PLANS)
+                  + " | pgvector ids |", "|---" * (5 + len(PLANS)) + "|"]
         for label, row in f.get("filtered", {}).items():
             def cell(c: dict[str, Any]) -> str:
                 return f"{c['recall_at_10']} / {c['p50_ms']} / {c['p95_ms']}"
-            pg_cells = "; ".join(f"ef {key.split('ef')[1]}: {cell(v)}" for key, v in row.items()
-                                 if key.startswith("pgvector"))
+
+            def pg_cells(prefix: str, row: dict[str, Any] = row) -> str:
+                return "; ".join(f"ef {key.removeprefix(prefix)}: {cell(v)}" for key, v in row.items()
+                                 if key.startswith(prefix)) or "-"
+            cold = row.get("planner_cold")
             lines.append(f"| {label} | {cell(row['planner'])} {row['planner'].get('strategy')} | "
-                         + " | ".join(cell(row[plan]) for plan in PLANS) + f" | {pg_cells} |")
+                         f"{cell(cold) if cold else '-'} | {pg_cells('pgvector_engine_ef')} | "
+                         + " | ".join(cell(row[plan]) for plan in PLANS) + f" | {pg_cells('pgvector_ef')} |")
         lines += ["", "Held-out tuning: faiss " + json.dumps(f["held_out_tuning"]) + "; pgvector "
                   + json.dumps(p.get("held_out_tuning")), ""]
         if p.get("note"):

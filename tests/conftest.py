@@ -84,6 +84,15 @@ def session_database(pg_server: EmbeddedServer, template_url: str, tmp_path_fact
     db.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _forget_filter_pass_rates() -> Iterator[None]:
+    """The planner remembers each filter's pass rate per process: tests start without that memory."""
+    from sisyphus_db.search.pass_rates import PASS_RATES
+
+    PASS_RATES.clear()
+    yield
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _vacuum_session_database() -> Iterator[None]:
     """Rolled-back test data stays behind as dead rows; without a vacuum every later

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from scipy.stats import binom
 from vector_data import SELECTIVITY_FILTERS, Corpus, make_corpus, recall_at
 
 import sisyphus_db.search.faiss_plans as faiss_plans
@@ -13,8 +16,10 @@ from sisyphus_db.search.backends import exact_neighbours
 from sisyphus_db.search.engine import SearchRequest, search
 from sisyphus_db.search.filters import FrameFilter
 from sisyphus_db.search.indexing import build_faiss_index
+from sisyphus_db.search.pass_rates import PASS_RATES, PassRates
 from sisyphus_db.search.queries import Query
 from sisyphus_db.search.runs import frame_details
+from sisyphus_db.store.indexes import update_index
 
 QUERIES = 8
 DEPTH = 40
@@ -135,3 +140,77 @@ def test_candidate_slices_cover_the_depth_in_order(depth: int, wanted: int) -> N
     assert slices[0] == (0, min(depth, faiss_plans.FIRST_SLICE * wanted))
     assert [stop for _, stop in slices[:-1]] == [start for start, _ in slices[1:]]  # contiguous
     assert slices[-1][1] == depth and all(start < stop for start, stop in slices)
+
+
+def _index_at_depth_200(database: Database, corpus: Corpus) -> None:
+    record = build_faiss_index(database, corpus.model, factory="IVF32,PQ8x4").record
+    update_index(database, record.id, params={**record.params, "rerank_k": 200})
+
+
+def _search(database: Database, corpus: Corpus, q: np.ndarray, where: str) -> tuple[list[int], dict[str, Any]]:
+    outcome = search(database, corpus.model, Query(q, {"kind": "vector"}), SearchRequest(k=10, where=where, save=False))
+    return [hit.frame_id for hit in outcome.hits], outcome.params
+
+
+def test_the_planner_sizes_the_filter_check_by_the_pass_rate_it_saw(database: Database, corpus: Corpus) -> None:
+    _index_at_depth_200(database, corpus)
+    selective, broad = SELECTIVITY_FILTERS[0.01], SELECTIVITY_FILTERS[0.50]
+    first = {where: _search(database, corpus, corpus.queries[0], where)[1] for where in (selective, broad)}
+    # First sight: FIRST_SLICE x k candidates checked (the 1 % filter then lists its ids).
+    assert first[selective]["filter_checked"] == first[broad]["filter_checked"] == faiss_plans.FIRST_SLICE * 10
+    for q in corpus.queries[1:QUERIES]:
+        for where in (selective, broad):
+            ids, params = _search(database, corpus, q, where)
+            truth = exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
+            if where == selective:  # known to be selective: its ids are listed at once, no candidate checked
+                assert params["strategy"] == "exact-filtered" and params["filter_checked"] == 0
+                assert ids == truth
+            else:  # known to pass half: a few dozen candidates hold 10 passing ones
+                assert params["strategy"] == "filter-candidates"
+                assert 10 <= params["filter_checked"] <= 40
+                assert recall_at(ids, truth) >= 0.9
+
+
+def test_a_wrong_pass_rate_costs_time_never_results(database: Database, corpus: Corpus) -> None:
+    _index_at_depth_200(database, corpus)
+    selective, broad = SELECTIVITY_FILTERS[0.01], SELECTIVITY_FILTERS[0.50]
+    key = {where: FrameFilter(database, where, corpus.model.id).key for where in (selective, broad)}
+    q = corpus.queries[2]
+    # The data changed under the planner's memory: the 1 % filter is believed to pass 90 %,
+    # the 50 % one 0.1 %.
+    PASS_RATES.observe(key[selective], 900, 1_000)
+    PASS_RATES.observe(key[broad], 1, 1_000)
+    for where in (selective, broad):
+        ids, params = _search(database, corpus, q, where)
+        truth = exact_neighbours(database, corpus.model, q, 10, where=where)[0].tolist()
+        assert recall_at(ids, truth) >= 0.9 and len(ids) == 10
+    # ... and one search corrects each guess (the allowed ids were listed and counted).
+    assert PASS_RATES.guess(key[selective]) == pytest.approx(0.01, abs=0.01)
+    assert PASS_RATES.guess(key[broad]) == pytest.approx(0.5, abs=0.05)
+    assert _search(database, corpus, q, broad)[1]["strategy"] == "filter-candidates"
+
+
+def test_pass_rates_decay_and_forget_the_least_recent() -> None:
+    rates = PassRates(capacity=2, memory=100)
+    assert rates.guess("a") is None
+    rates.observe("a", 5, 0)  # nothing checked: nothing learnt
+    assert rates.guess("a") is None
+    rates.observe("a", 10, 100)
+    assert rates.guess("a") == pytest.approx(0.1)
+    rates.observe("a", 90, 100)  # the newest counts as much as all that came before
+    assert rates.guess("a") == pytest.approx(0.5)
+    rates.observe("a", 2, 1_000, everything=True)  # every frame counted: what came before is void
+    assert rates.guess("a") == pytest.approx(0.002)
+    rates.observe("b", 1, 10)
+    rates.guess("a")  # used: "b" is now the least recent
+    rates.observe("c", 1, 10)
+    assert rates.guess("b") is None and rates.guess("a") is not None and rates.guess("c") == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(("rate", "first"), [(0.5, 33), (0.1, 164), (0.01, 200), (1.0, 17)])
+def test_the_first_slice_follows_the_pass_rate(rate: float, first: int) -> None:
+    slices = faiss_plans._slices(200, 10, rate)
+    assert slices[0] == (0, first) and slices[-1][1] == 200
+    # at that rate the first slice holds 10 passing frames in at least 95 % of searches
+    if first < 200:
+        assert 1 - binom.cdf(9, first, rate) >= 0.95

@@ -4,8 +4,10 @@ Plans (`info["strategy"]`), for one query of `depth` re-ranked results:
 - `ann`: no filter; the index's `depth` nearest candidates, re-ranked exactly.
 - `filter-candidates`: the top `CANDIDATES_FIRST x depth` ANN candidates are re-ranked in
   memory, then one statement returns the nearest of them that pass the filter, in order,
-  with their metadata (for the engine's k, only the `depth` nearest are checked); a broad
-  filter keeps enough of them and no id list is built.
+  with their metadata (for the engine's k, only the `depth` nearest are checked, the first
+  slice sized by the filter's pass rate seen by earlier searches: `pass_rates`); a broad
+  filter keeps enough of them and no id list is built. `filter_checked` in the info says
+  how many candidates the filter looked at (0: known to be selective, not tried).
 - otherwise the allowed ids are evaluated once by PostgreSQL (`FrameFilter.all_ids`), then
   searched in memory without another round trip:
   - `exact-filtered`: at most `EXACT_MAX` allowed frames are compared exactly with the
@@ -28,6 +30,7 @@ import numpy.typing as npt
 from sisyphus_db.ann.refine import RefineStore
 from sisyphus_db.db.database import Database
 from sisyphus_db.search.filters import FrameFilter
+from sisyphus_db.search.pass_rates import PASS_RATES
 from sisyphus_db.store.indexes import IndexRecord
 from sisyphus_db.store.registry import StoredModel
 
@@ -76,50 +79,16 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
         return _rerank(db, model, store, query, candidates, depth), info
 
     if plan in (None, "filter-candidates"):
-        fetch = min(ntotal, depth * CANDIDATES_FIRST)
-        _, found = search(index, query[None, :], fetch, nprobe=nprobe)
-        fetched = found[0][found[0] >= 0]
-        # Re-ranked first (in memory, a fraction of a millisecond), so that one statement
-        # returns the nearest passing frames in order, with their metadata and the count.
-        ranked, distances = _rerank(db, model, store, query, fetched, int(fetched.size))
-        # Every indexed frame was a candidate: nothing else can match. (Fewer candidates than
-        # asked for can also mean the probed lists were short: that is not exhaustion.)
-        complete = fetched.size >= ntotal
-        few = wanted is not None and wanted < depth and plan is None
-        if few:
-            # The caller needs only `wanted`: when that many pass among the `depth` nearest
-            # candidates (as accurate as an unfiltered search at this depth), they are the
-            # nearest allowed frames. Each candidate checked is an index lookup, most of the
-            # plan's cost: the nearest ones are checked first, in growing slices, so a broad
-            # filter is answered from a few dozen lookups.
-            passing = np.empty(0, dtype=np.int64)
-            for start, stop in _slices(depth, int(wanted)):
-                more, _ = frame_filter.first_passing(ranked[start:stop], int(wanted) - passing.size)
-                passing = np.concatenate([passing, more])
-                if passing.size >= int(wanted):
-                    break
-                # At the pass rate seen so far, would the rest of the `depth` nearest hold enough?
-                # If not, the filter is selective: go to the allowed-ids plans without more lookups.
-                if passing.size * (depth / stop) < int(wanted):
-                    break
-            matched, enough = int(passing.size), int(wanted)
-        else:
-            passing, matched = frame_filter.first_passing(ranked, depth)
-            # Enough passing candidates: the true nearest allowed frames rank near the top of
-            # the unfiltered list when the filter is broad (e.g. >= 6 % of the frames at depth
-            # 200, 4 x 200 candidates, 50 passing). Fewer than `depth` is fine: the engine
-            # deepens the search if k are not reached.
-            enough = min(depth, max(ENOUGH_PASSING_MIN, depth // ENOUGH_PASSING_DIVISOR))
-        if plan == "filter-candidates" or matched >= enough or (complete and not few):
-            info["strategy"] = "filter-candidates"
-            info["exhausted"] = matched < depth and (complete or plan == "filter-candidates")
-            keep = np.isin(ranked, passing)
-            return (ranked[keep], distances[keep]), info
+        found_first = _candidates_first(index, store, db, model, query, depth, nprobe=nprobe,
+                                        frame_filter=frame_filter, plan=plan, wanted=wanted, info=info)
+        if found_first is not None:
+            return found_first, info
 
     # With a store, the ids need no join with embeddings: only stored frames have rows in it.
     allowed = frame_filter.all_ids(with_vector=store is None)
     if store is not None:
         allowed = allowed[store.rows_of(allowed) >= 0]
+    PASS_RATES.observe(frame_filter.key, int(allowed.size), ntotal, everything=True)
     fraction = allowed.size / max(1, ntotal)
     info["selectivity"] = round(fraction, 6)
     exact_max = EXACT_MAX if store is not None else EXACT_MAX_WITHOUT_STORE
@@ -153,6 +122,69 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
     # Exhausted: the index had no more candidates to give (deleted frames do not count as given).
     info["exhausted"] = int((candidates >= 0).sum()) < depth
     return _rerank(db, model, store, query, candidates, depth), info
+
+
+def _candidates_first(index: Any, store: RefineStore | None, db: Database, model: StoredModel,
+                      query: npt.NDArray[np.float32], depth: int, *, nprobe: int | None, frame_filter: FrameFilter,
+                      plan: str | None, wanted: int | None, info: dict[str, Any]) -> Neighbours | None:
+    """The filter-candidates plan: the nearest passing frames among the top ANN candidates, or
+    None when too few of them pass (a selective filter: the allowed ids must be listed)."""
+    from sisyphus_db.ann.search import search
+
+    ntotal = int(index.ntotal)
+    few = wanted is not None and wanted < depth and plan is None
+    rate = PASS_RATES.guess(frame_filter.key) if few else None
+    if rate is not None and rate * depth < int(wanted or 0):
+        # Seen before as too selective for the `depth` nearest to hold `wanted` passing frames:
+        # checking them would only delay listing the allowed ids.
+        info["filter_checked"] = 0
+        return None
+    fetch = min(ntotal, depth * CANDIDATES_FIRST)
+    _, found = search(index, query[None, :], fetch, nprobe=nprobe)
+    fetched = found[0][found[0] >= 0]
+    # Re-ranked first (in memory, a fraction of a millisecond), so that one statement
+    # returns the nearest passing frames in order, with their metadata and the count.
+    ranked, distances = _rerank(db, model, store, query, fetched, int(fetched.size))
+    # Every indexed frame was a candidate: nothing else can match. (Fewer candidates than
+    # asked for can also mean the probed lists were short: that is not exhaustion.)
+    complete = fetched.size >= ntotal
+    if few:
+        # The caller needs only `wanted`: when that many pass among the `depth` nearest
+        # candidates (as accurate as an unfiltered search at this depth), they are the
+        # nearest allowed frames. Each candidate checked is an index lookup, most of the
+        # plan's cost: the nearest ones are checked first, in growing slices sized by the
+        # filter's pass rate, so a broad filter is answered from a few dozen lookups.
+        assert wanted is not None
+        passing = np.empty(0, dtype=np.int64)
+        checked = passed = 0
+        for start, stop in _slices(depth, int(wanted), rate):
+            more, matched_here = frame_filter.first_passing(ranked[start:stop], int(wanted) - passing.size)
+            passing = np.concatenate([passing, more])
+            checked, passed = checked + ranked[start:stop].size, passed + matched_here
+            if passing.size >= int(wanted):
+                break
+            # At the pass rate seen so far, would the rest of the `depth` nearest hold enough?
+            # If not, the filter is selective: go to the allowed-ids plans without more lookups.
+            if passing.size * (depth / stop) < int(wanted):
+                break
+        PASS_RATES.observe(frame_filter.key, passed, checked)
+        info["filter_checked"] = checked
+        matched, enough = int(passing.size), int(wanted)
+    else:
+        passing, matched = frame_filter.first_passing(ranked, depth)
+        PASS_RATES.observe(frame_filter.key, matched, int(ranked.size))
+        info["filter_checked"] = int(ranked.size)
+        # Enough passing candidates: the true nearest allowed frames rank near the top of
+        # the unfiltered list when the filter is broad (e.g. >= 6 % of the frames at depth
+        # 200, 4 x 200 candidates, 50 passing). Fewer than `depth` is fine: the engine
+        # deepens the search if k are not reached.
+        enough = min(depth, max(ENOUGH_PASSING_MIN, depth // ENOUGH_PASSING_DIVISOR))
+    if plan == "filter-candidates" or matched >= enough or (complete and not few):
+        info["strategy"] = "filter-candidates"
+        info["exhausted"] = matched < depth and (complete or plan == "filter-candidates")
+        keep = np.isin(ranked, passing)
+        return ranked[keep], distances[keep]
+    return None
 
 
 def _rerank(db: Database, model: StoredModel, store: RefineStore | None, query: npt.NDArray[np.float32],
@@ -205,10 +237,15 @@ def bulk_neighbours(record: IndexRecord, queries: npt.NDArray[np.float32], k: in
     return out_d, out_i
 
 
-def _slices(depth: int, wanted: int) -> list[tuple[int, int]]:
-    """Consecutive slices of the `depth` nearest candidates, FIRST_SLICE x wanted first, then 5x larger each."""
+def _slices(depth: int, wanted: int, rate: float | None = None) -> list[tuple[int, int]]:
+    """Consecutive slices of the `depth` nearest candidates, then 5x larger each.
+
+    The first holds `wanted` passing frames with about 97 % probability at the filter's pass
+    `rate` (3.3 x wanted at 50 %, 16 x at 10 %), or FIRST_SLICE x wanted when it is unknown.
+    """
+    first = FIRST_SLICE * wanted if rate is None else math.ceil((wanted + 2 * math.sqrt(wanted)) / max(rate, 1e-6))
     out: list[tuple[int, int]] = []
-    start, stop = 0, min(depth, FIRST_SLICE * wanted)
+    start, stop = 0, min(depth, max(wanted, first))
     while start < depth:
         out.append((start, stop))
         start, stop = stop, min(depth, stop * 5)

@@ -77,6 +77,11 @@ class FrameFilter:
         self.details: dict[int, dict[str, Any]] = {}  # metadata of frames `first_passing` returned
         self._all_frames: npt.NDArray[np.int64] | None = None
 
+    @property
+    def key(self) -> tuple[str, int, str, str]:
+        """What identifies this filter across searches (the planner remembers its pass rate)."""
+        return self.db.url, self.model_id, self.where, repr(sorted(self.params.items()))
+
     def all_ids(self, *, with_vector: bool = True) -> npt.NDArray[np.int64]:
         """Ids of the frames with a vector under the model that match the filter, ascending.
 
