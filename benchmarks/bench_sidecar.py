@@ -122,23 +122,37 @@ def tune_pg_held_out(world: World, queries: npt.NDArray[np.float32], truth: npt.
 
 
 def single_queries(world: World, backend: str, queries: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
-                   *, cold: bool = False, **request: Any) -> dict[str, Any]:
-    """engine.search one query at a time. `cold`: the planner forgets the filter's pass rate
-    before each query (every search is its first with that filter)."""
-    def one(q: npt.NDArray[np.float32]) -> list[int]:
-        if cold:
+                   **request: Any) -> dict[str, Any]:
+    """engine.search one query at a time: recall@10 and latency percentiles."""
+    return engine_rows(world, queries, truth, {"one": {"backend": backend, **request}})["one"]
+
+
+def engine_rows(world: World, queries: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
+                configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """engine.search per configuration (SearchRequest fields; `cold`: the planner forgets the
+    filter's pass rate before each query), interleaved: each query runs through every
+    configuration in turn, in a rotating order, so a burst of load on the shared machine
+    falls on all of them alike."""
+    def one(q: npt.NDArray[np.float32], config: dict[str, Any]) -> list[int]:
+        request = dict(config)
+        if request.pop("cold", False):
             PASS_RATES.clear()
         outcome = engine_search(world.db, world.model, Query(q, {"kind": "vector"}),
-                                SearchRequest(k=K, backend=backend, save=False, **request))
+                                SearchRequest(k=K, save=False, **request))
         return [hit.frame_id for hit in outcome.hits]
 
-    one(queries[0])
-    latencies, recalls = [], []
-    for q, t in zip(queries, truth, strict=True):
-        found, ms = timed(lambda q=q: one(q))
-        latencies.append(ms)
-        recalls.append(recall(found, t.tolist()))
-    return {"recall_at_10": round(float(np.mean(recalls)), 4), **percentiles(latencies)}
+    names = list(configs)
+    for name in names:
+        one(queries[0], configs[name])
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    recalls: dict[str, list[float]] = {name: [] for name in names}
+    for turn, (q, t) in enumerate(zip(queries, truth, strict=True)):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            found, ms = timed(lambda q=q, name=name: one(q, configs[name]))
+            latencies[name].append(ms)
+            recalls[name].append(recall(found, t.tolist()))
+    return {name: {"recall_at_10": round(float(np.mean(recalls[name])), 4), **percentiles(latencies[name])}
+            for name in names}
 
 
 def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32], pg_ef: int | None,
@@ -147,9 +161,15 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
     for label, (city, _) in SELECTIVITY.items():
         where = where_for(city)
         truth = world.truth(queries, city)
-        row: dict[str, Any] = {
-            "planner": single_queries(world, "faiss", queries, truth, where=where, nprobe=nprobe),
-            "planner_cold": single_queries(world, "faiss", queries, truth, cold=True, where=where, nprobe=nprobe)}
+        # The planner warm (it knows the filter's pass rate from earlier searches) and cold, and
+        # pgvector through the same engine.search (registry read, search, metadata join).
+        configs: dict[str, dict[str, Any]] = {
+            "planner": {"backend": "faiss", "where": where, "nprobe": nprobe},
+            "planner_cold": {"backend": "faiss", "where": where, "nprobe": nprobe, "cold": True}}
+        efs = sorted({pg_ef, 40, min(1000, max(pg_ef * 2, 80))}) if pg_ef is not None else []
+        configs.update({f"pgvector_engine_ef{ef}": {"backend": "pgvector", "where": where, "ef_search": ef}
+                        for ef in efs})
+        row: dict[str, Any] = engine_rows(world, queries, truth, configs)
         probe = engine_search(world.db, world.model, Query(queries[0], {}),
                               SearchRequest(k=K, where=where, save=False, nprobe=nprobe))
         row["planner"]["strategy"] = probe.params.get("strategy")
@@ -163,12 +183,9 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
                 latencies.append(ms)
                 recalls.append(recall(ids[:K].tolist(), t.tolist()))
             row[plan] = {"recall_at_10": round(float(np.mean(recalls)), 4), **percentiles(latencies)}
-        for ef in sorted({pg_ef, 40, min(1000, max(pg_ef * 2, 80))}) if pg_ef is not None else ():
+        for ef in efs:  # pgvector's query alone (ids and distances), as the forced plans above
             r, latencies = pg_recall_at(world, ef, queries, truth, where)
             row[f"pgvector_ef{ef}"] = {"recall_at_10": round(r, 4), **percentiles(latencies)}
-            # the same contract as the planner's row: registry read, search, metadata join
-            row[f"pgvector_engine_ef{ef}"] = single_queries(world, "pgvector", queries, truth, where=where,
-                                                            ef_search=ef)
         out[label] = row
         logger.info("filtered %s: %s", label, json.dumps(row))
     return out

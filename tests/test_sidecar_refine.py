@@ -164,6 +164,11 @@ def test_float16_conversion_is_exact() -> None:
     every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
     finite = every[np.isfinite(every)]
     np.testing.assert_array_equal(to_float32(finite), finite.astype(np.float32))
+    # every value, in the shapes the rerank uses (rows of vectors, blocks of candidate rows)
+    grid = np.random.default_rng(0).permutation(every).reshape(64, 8, 128)
+    np.testing.assert_array_equal(to_float32(grid), grid.astype(np.float32))
+    np.testing.assert_array_equal(to_float32(grid[:, 3]), grid[:, 3].astype(np.float32))  # not contiguous
+    assert to_float32(grid[:0]).shape == (0, 8, 128) and to_float32(np.float16(1.5)) == np.float32(1.5)
 
 
 def test_knn_graph_in_bulk_with_constraints_set_aside(database: Database, corpus: Corpus,

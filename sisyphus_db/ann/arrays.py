@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -13,14 +16,30 @@ NORM_TOLERANCE = 1e-2
 # Norms are checked in chunks so a 1M x 2048 array does not need a second full copy.
 _CHECK_CHUNK = 65_536
 
-# float16 -> float32 through a 256 KiB lookup table: numpy's own astype(float32) on float16
-# is scalar here (~28 ns a value); the table gather is ~3 ns and exact for every value.
+# float16 -> float32: numpy's own astype(float32) on float16 is scalar here (~28 ns a value);
+# faiss's fp16 scalar quantizer decodes with the CPU's conversion instructions (~0.5 ns), and a
+# 256 KiB lookup table (~1 ns, exact for every value) covers shapes it cannot take.
 _F16_TO_F32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _fp16_decoder(d: int) -> Any:
+    import faiss
+
+    return faiss.ScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16)
 
 
 def to_float32(half: npt.NDArray[np.float16]) -> npt.NDArray[np.float32]:
     """Exact float32 copy of a float16 array (any shape), fast."""
-    return _F16_TO_F32[np.ascontiguousarray(half).view(np.uint16)]
+    half = np.ascontiguousarray(half)
+    if half.ndim == 0 or half.size == 0:
+        return _F16_TO_F32[half.view(np.uint16)]
+    import faiss
+
+    out = np.empty(half.shape, dtype=np.float32)
+    d = int(half.shape[-1])
+    _fp16_decoder(d).decode_c(faiss.swig_ptr(half.view(np.uint8)), faiss.swig_ptr(out), half.size // d)
+    return out
 
 
 def as_vectors_or_half(vectors: npt.ArrayLike, *, d: int | None = None) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from sisyphus_db.db.database import Database
 from sisyphus_db.db.models import AnnIndex, Embedding, Model
@@ -76,11 +78,17 @@ def find_index_and_backlog(db: Database, model_id: int, backend: str,
     One statement, built once: a search checks both before every query, and the round trip
     and statement construction are most of the cost.
     """
-    with db.transaction() as conn:
-        row = conn.execute(_WITH_BACKLOG, {"model_id": model_id, "backend": backend, "kind": kind}).first()
+    # On the driver connection: SQLAlchemy's statement handling cost more than the query.
+    with db.copy_connection() as conn:
+        row = conn.execute(_with_backlog_sql(), {"model_id": model_id, "backend": backend, "kind": kind}).fetchone()
     if row is None:
         return None, 0
     return _record(row[:-1]), int(row[-1])
+
+
+@functools.cache
+def _with_backlog_sql() -> str:
+    return str(_WITH_BACKLOG.compile(dialect=psycopg_dialect()))
 
 
 _WITH_BACKLOG = (
