@@ -144,7 +144,8 @@ def _candidates_first(index: Any, store: RefineStore | None, db: Database, model
     fetched = found[0][found[0] >= 0]
     # Re-ranked first (in memory, a fraction of a millisecond), so that one statement
     # returns the nearest passing frames in order, with their metadata and the count.
-    ranked, distances = _rerank(db, model, store, query, fetched, int(fetched.size))
+    # For the caller's few, only the `depth` nearest are ever checked: only they are ordered.
+    ranked, distances = _rerank(db, model, store, query, fetched, depth if few else int(fetched.size))
     # Every indexed frame was a candidate: nothing else can match. (Fewer candidates than
     # asked for can also mean the probed lists were short: that is not exhaustion.)
     complete = fetched.size >= ntotal

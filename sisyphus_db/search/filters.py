@@ -152,8 +152,10 @@ class FrameFilter:
                     # The candidates' join in its fixed order is (psycopg prepares it from its
                     # 5th run): its generic plan is the same index nested loop, without the
                     # ~0.2 ms of planning each search.
-                    return conn.execute(query, {**self.params, "model": self.model_id, **params},
-                                        prepare=None if keep_join_order else False).fetchall()
+                    cursor = conn.execute(query, {**self.params, "model": self.model_id, **params},
+                                          prepare=None if keep_join_order else False)
+                # Read after the pipeline closed: the rollback went out with the query, one round trip.
+                return cursor.fetchall()
             except psycopg.Error as exc:
                 raise filter_error(exc) from None
 
