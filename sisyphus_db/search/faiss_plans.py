@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sisyphus_db.ann.refine import RefineStore
+from sisyphus_db.ann.threads import one_thread
 from sisyphus_db.db.database import Database
 from sisyphus_db.search.filters import FrameFilter
 from sisyphus_db.search.pass_rates import PASS_RATES
@@ -62,6 +63,14 @@ def faiss_neighbours(db: Database, model: StoredModel, record: IndexRecord, quer
     loaded mapped, so a search finishes on it after `index update` deleted its files).
     `plan`: force one filtered plan (benchmarks and tests compare them); default: chosen.
     """
+    with one_thread():
+        return _neighbours(db, model, record, query, depth, nprobe=nprobe, frame_filter=frame_filter, index=index,
+                           plan=plan, store=store, wanted=wanted)
+
+
+def _neighbours(db: Database, model: StoredModel, record: IndexRecord, query: npt.NDArray[np.float32],
+                depth: int, *, nprobe: int | None, frame_filter: FrameFilter | None, index: Any,
+                plan: str | None, store: RefineStore | None, wanted: int | None) -> tuple[Neighbours, dict[str, Any]]:
     from sisyphus_db.ann.search import search
     from sisyphus_db.search.indexing import load_faiss_index
     from sisyphus_db.search.refine_sidecar import load_refine
