@@ -136,7 +136,8 @@ def bench_writer(db: Database, rows: int) -> tuple[dict[str, Any], int]:
 
 def bench_storage(db: Database, model_id: int) -> dict[str, Any]:
     """Bytes per frame: the model's partition, frames, an HNSW index, faiss files (from the rows just loaded)."""
-    from sisyphus_db.search.indexing import build_faiss_index, embedding_partition
+    from sisyphus_db.search.indexing import build_faiss_index
+    from sisyphus_db.search.pgvector_index import embedding_partition
     from sisyphus_db.store.registry import find_model
 
     part = embedding_partition(model_id)

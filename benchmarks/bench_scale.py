@@ -48,7 +48,8 @@ from sisyphus_db.db import migrate  # noqa: E402
 from sisyphus_db.db.database import Database, open_database  # noqa: E402
 from sisyphus_db.db.embedded import EmbeddedServer  # noqa: E402
 from sisyphus_db.ingest.imports import import_embeddings  # noqa: E402
-from sisyphus_db.search.indexing import build_faiss_index, embedding_partition  # noqa: E402
+from sisyphus_db.search.indexing import build_faiss_index  # noqa: E402
+from sisyphus_db.search.pgvector_index import embedding_partition  # noqa: E402
 from sisyphus_db.search.knn_graph import build_knn_graph  # noqa: E402
 from sisyphus_db.search.refine_sidecar import load_refine  # noqa: E402
 from sisyphus_db.store.indexes import IndexRecord  # noqa: E402

@@ -45,7 +45,8 @@ from sisyphus_db.db.database import Database, libpq_url, open_database
 from sisyphus_db.search.backends import exact_neighbours, faiss_neighbours, pgvector_neighbours
 from sisyphus_db.search.engine import SearchRequest
 from sisyphus_db.search.engine import search as engine_search
-from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index, load_faiss_index
+from sisyphus_db.search.indexing import build_faiss_index, load_faiss_index
+from sisyphus_db.search.pgvector_index import build_pgvector_index
 from sisyphus_db.search.knn_graph import build_knn_graph
 from sisyphus_db.search.queries import Query
 from sisyphus_db.store.indexes import IndexRecord, find_index

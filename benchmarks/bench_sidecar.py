@@ -54,7 +54,8 @@ from sisyphus_db.search.engine import SearchRequest  # noqa: E402
 from sisyphus_db.search.engine import search as engine_search  # noqa: E402
 from sisyphus_db.search.faiss_plans import PLANS, bulk_neighbours, faiss_neighbours  # noqa: E402
 from sisyphus_db.search.filters import FrameFilter  # noqa: E402
-from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index, load_faiss_index  # noqa: E402
+from sisyphus_db.search.indexing import build_faiss_index, load_faiss_index  # noqa: E402
+from sisyphus_db.search.pgvector_index import build_pgvector_index  # noqa: E402
 from sisyphus_db.search.pass_rates import PASS_RATES  # noqa: E402
 from sisyphus_db.search.knn_graph import build_knn_graph  # noqa: E402
 from sisyphus_db.search.queries import Query  # noqa: E402

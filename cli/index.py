@@ -56,7 +56,8 @@ def build(
     json_output: JsonOption = False,
 ) -> None:
     """Build (or rebuild) an index from the embeddings (or regions) table and register it."""
-    from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index, resolve_model
+    from sisyphus_db.search.indexing import build_faiss_index, resolve_model
+    from sisyphus_db.search.pgvector_index import build_pgvector_index
 
     _check_backend(backend)
     _check_kind(kind, backend)

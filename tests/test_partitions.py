@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from vector_data import make_corpus
 
 from sisyphus_db.db.database import Database
-from sisyphus_db.search.indexing import build_pgvector_index, embedding_partition, hnsw_index_name
+from sisyphus_db.search.pgvector_index import build_pgvector_index, embedding_partition, hnsw_index_name
 from sisyphus_db.store.registry import register_model
 
 

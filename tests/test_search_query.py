@@ -26,7 +26,8 @@ from sisyphus_db.db.embedded import EmbeddedServer
 from sisyphus_db.errors import AnnIndexError, FilterError
 from sisyphus_db.search.engine import SearchRequest, search
 from sisyphus_db.search.filters import FrameFilter
-from sisyphus_db.search.indexing import build_faiss_index, build_pgvector_index
+from sisyphus_db.search.indexing import build_faiss_index
+from sisyphus_db.search.pgvector_index import build_pgvector_index
 from sisyphus_db.search.knn_graph import build_knn_graph
 from sisyphus_db.search.queries import Query
 

@@ -168,7 +168,7 @@ class PgvectorSearcher:
 
     def __init__(self, db: Database, model: StoredModel, source_ids: Sequence[int], n_frames: int,
                  progress: Progress | None = None) -> None:
-        from sisyphus_db.search.indexing import build_pgvector_index
+        from sisyphus_db.search.pgvector_index import build_pgvector_index
         from sisyphus_db.store.indexes import find_index
 
         self.db = db

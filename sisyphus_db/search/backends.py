@@ -23,7 +23,7 @@ Neighbours = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
 
 def _sql_neighbours(db: Database, model: StoredModel, query: npt.NDArray[np.float32], k: int, *, where: Where | None,
                     settings: dict[str, str]) -> Neighbours:
-    from sisyphus_db.search.indexing import hnsw_expression
+    from sisyphus_db.search.pgvector_index import hnsw_expression
 
     where_sql, where_params = where_parts(where) if where is not None else (None, {})
     expression = hnsw_expression(model, "e")

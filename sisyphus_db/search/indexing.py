@@ -2,8 +2,8 @@
 
 The faiss sidecar is a file under SISYPHUS_HOME/indexes whose ids are frame ids; its
 registry row in `ann_indexes` says which model, which frames (the watermark: the
-highest frame id it holds) and which file (sha256). The pgvector alternative is an HNSW
-expression index, partial on the model: `(vec::halfvec(d)) ... WHERE model_id = m`.
+highest frame id it holds) and which file (sha256). The pgvector alternative, an HNSW
+expression index on the model's partition, is built in `pgvector_index`.
 """
 
 from __future__ import annotations
@@ -55,10 +55,6 @@ IN_MEMORY_RERANK_WEIGHT = 16.0
 # Re-ranking from memory is cheap enough to go deeper than PostgreSQL fetches could: at 10M
 # short PQ codes (16 bytes) rank the true neighbours of dense clusters beyond the 1,000th.
 IN_MEMORY_RERANK_DEPTHS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
-HNSW_EF_SEARCH_STEPS = (40, 80, 160, 320, 640, 1000)
-HNSW_MIN_MAINTENANCE_WORK_MEM = 1 << 30
 
 Progress = Callable[[str, int, int | None], None]  # (stage, advance, total)
 
@@ -309,8 +305,9 @@ def drop_index(db: Database, model: StoredModel, backend: str, kind: str = FRAME
         forget_loaded(Path(record.path))
         drop_refine(refine_files(record))
     if backend == "pgvector":
-        with db.transaction() as conn:
-            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
+        from sisyphus_db.search.pgvector_index import drop_hnsw
+
+        drop_hnsw(db, model)
     delete_index(db, record.id)
     return record
 
@@ -364,91 +361,6 @@ def forget_loaded(path: Path) -> None:
     with _loaded_lock:
         for key in [key for key in _loaded if key[0] == str(path)]:
             del _loaded[key]
-
-
-# ---- pgvector HNSW -----------------------------------------------------------------------
-
-def embedding_partition(model_id: int) -> str:
-    """The partition of `embeddings` that holds one model's vectors (created with the model)."""
-    return f"embeddings_m{int(model_id)}"
-
-
-def hnsw_index_name(model: StoredModel) -> str:
-    return f"embeddings_hnsw_model_{model.id}"
-
-
-def hnsw_expression(model: StoredModel, alias: str = "") -> str:
-    """The indexed expression; queries must spell it exactly so the planner uses the index."""
-    prefix = f"{alias}." if alias else ""
-    return f"({prefix}vec::halfvec({model.dim}))"
-
-
-def build_pgvector_index(db: Database, model: StoredModel, *, target_recall: float = DEFAULT_TARGET_RECALL,
-                         progress: Progress | None = None) -> BuildReport:
-    """An HNSW expression index on the model's vectors, with ef_search tuned to the target recall."""
-    started = time.perf_counter()
-    with db.transaction() as conn:
-        n = int(conn.exec_driver_sql(f"SELECT count(*) FROM embeddings WHERE model_id = {model.id}").scalar_one())
-    if n == 0:
-        raise AnnIndexError(f"model {model.name} has no vectors: run `sisyphus ingest` first")
-    if progress is not None:
-        progress("build hnsw", 0, None)
-    with db.transaction() as conn:
-        # At least 1 GB (the graph is built much faster in memory); a higher server setting is kept.
-        conn.exec_driver_sql(
-            "SELECT set_config('maintenance_work_mem', greatest(pg_size_bytes(current_setting("
-            f"'maintenance_work_mem')), {HNSW_MIN_MAINTENANCE_WORK_MEM}) / 1024 || 'kB', true)")
-        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(model)}")
-        conn.exec_driver_sql(
-            # On the model's own partition (migration 0005): a query on `embeddings` for
-            # this model prunes to it and uses the index; other models are not touched.
-            f"CREATE INDEX {hnsw_index_name(model)} ON {embedding_partition(model.id)} USING hnsw "
-            f"({hnsw_expression(model)} halfvec_cosine_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-        )
-        # A new partition has no statistics yet; without them the planner prefers a scan.
-        conn.exec_driver_sql(f"ANALYZE {embedding_partition(model.id)}")
-        watermark = int(conn.exec_driver_sql(
-            f"SELECT coalesce(max(frame_id), 0) FROM embeddings WHERE model_id = {model.id}").scalar_one())
-    build_seconds = time.perf_counter() - started
-    ef_search, recall, table = _tune_ef_search(db, model, target_recall)
-    record = save_index(
-        db, model_id=model.id, backend="pgvector", factory=f"HNSW(m={HNSW_M},ef_construction={HNSW_EF_CONSTRUCTION})",
-        metric=METRIC, path=None, sha256=None, ntotal=n, watermark=watermark,
-        params={"ef_search": ef_search, "target_recall": target_recall, "index_seconds": round(build_seconds, 3)},
-        recall_at_10=recall, build_seconds=time.perf_counter() - started, device="postgres", state="ready",
-    )
-    return BuildReport(record, n, time.perf_counter() - started, table, recall >= target_recall)
-
-
-def _tune_ef_search(db: Database, model: StoredModel, target_recall: float,
-                    n_queries: int = 100) -> tuple[int, float, list[dict[str, Any]]]:
-    """Smallest ef_search whose recall@10 on sampled stored vectors reaches the target.
-
-    The same protocol as the faiss tuning (sisyphus_db.ann.tune): each sampled frame's own
-    id is left out on both sides, since a stored vector always finds itself and would
-    inflate the recall that held-out queries then do not get. The ground truth is brute
-    force over the vectors as read back (the same halfvec values the SQL exact search uses).
-    """
-    from sisyphus_db.ann.search import exact_search
-    from sisyphus_db.search.backends import pgvector_neighbours
-
-    ids, vectors = model_vectors(db, model.id, model.dim)
-    rng = np.random.default_rng(0)
-    sample = rng.choice(ids.size, size=min(n_queries, ids.size), replace=False)
-    _, nearest = exact_search(vectors, ids, vectors[sample], 11)
-    truth = [set([int(i) for i in row if i >= 0 and i != ids[q]][:10]) for row, q in zip(nearest, sample, strict=True)]
-    table: list[dict[str, Any]] = []
-    for ef in HNSW_EF_SEARCH_STEPS:
-        hits = 0
-        for row, i in enumerate(sample):
-            found, _ = pgvector_neighbours(db, model, vectors[i], 11, ef_search=ef)
-            hits += len(truth[row] & set([int(f) for f in found if f != ids[i]][:10]))
-        recall = hits / max(1, sum(len(t) for t in truth))
-        table.append({"ef_search": ef, "recall_at_10": recall})
-        if recall >= target_recall:
-            return ef, recall, table
-    return HNSW_EF_SEARCH_STEPS[-1], table[-1]["recall_at_10"], table
 
 
 def indexes_status(db: Database) -> list[IndexRecord]:
