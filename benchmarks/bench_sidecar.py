@@ -16,7 +16,8 @@ reaches the target) and a measuring set. Measured:
 - filtered at 1/10/50 %: the planner's choice through engine.search, warm (it knows the
   filter's pass rate from earlier searches) and cold, against pgvector's iterative scan
   (relaxed_order) through engine.search (the same contract: k hits with metadata) at the
-  tuned ef_search and at others; every faiss plan (forced) and pgvector's ids-only query;
+  tuned ef_search and at others, interleaved query by query; one level down, the planner's
+  neighbours against pgvector's query alone, interleaved too; every faiss plan forced;
 - k-NN graph k=10 of every frame stored in knn_edges;
 - opening the index: read_index copied vs memory-mapped.
 Results: benchmarks/results/sidecar-<n>.json and sidecar.md.
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -131,25 +133,35 @@ def single_queries(world: World, backend: str, queries: npt.NDArray[np.float32],
 def engine_rows(world: World, queries: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
                 configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """engine.search per configuration (SearchRequest fields; `cold`: the planner forgets the
-    filter's pass rate before each query), interleaved: each query runs through every
-    configuration in turn, in a rotating order, so a burst of load on the shared machine
-    falls on all of them alike."""
-    def one(q: npt.NDArray[np.float32], config: dict[str, Any]) -> list[int]:
+    filter's pass rate before each query), interleaved (see `interleaved`)."""
+    def runner(config: dict[str, Any]) -> Callable[[npt.NDArray[np.float32]], list[int]]:
         request = dict(config)
-        if request.pop("cold", False):
-            PASS_RATES.clear()
-        outcome = engine_search(world.db, world.model, Query(q, {"kind": "vector"}),
-                                SearchRequest(k=K, save=False, **request))
-        return [hit.frame_id for hit in outcome.hits]
+        cold = request.pop("cold", False)
 
-    names = list(configs)
+        def one(q: npt.NDArray[np.float32]) -> list[int]:
+            if cold:
+                PASS_RATES.clear()
+            outcome = engine_search(world.db, world.model, Query(q, {"kind": "vector"}),
+                                    SearchRequest(k=K, save=False, **request))
+            return [hit.frame_id for hit in outcome.hits]
+        return one
+
+    return interleaved(queries, truth, {name: runner(config) for name, config in configs.items()})
+
+
+def interleaved(queries: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
+                runs: dict[str, Callable[[npt.NDArray[np.float32]], list[int]]]) -> dict[str, dict[str, Any]]:
+    """recall@10 and latency of each way to answer a query, interleaved: each query runs
+    through every one in turn, in a rotating order, so a burst of load on the shared machine
+    falls on all of them alike."""
+    names = list(runs)
     for name in names:
-        one(queries[0], configs[name])
+        runs[name](queries[0])
     latencies: dict[str, list[float]] = {name: [] for name in names}
     recalls: dict[str, list[float]] = {name: [] for name in names}
     for turn, (q, t) in enumerate(zip(queries, truth, strict=True)):
         for name in names[turn % len(names):] + names[:turn % len(names)]:
-            found, ms = timed(lambda q=q, name=name: one(q, configs[name]))
+            found, ms = timed(lambda q=q, name=name: runs[name](q))
             latencies[name].append(ms)
             recalls[name].append(recall(found, t.tolist()))
     return {name: {"recall_at_10": round(float(np.mean(recalls[name])), 4), **percentiles(latencies[name])}
@@ -174,7 +186,20 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
         probe = engine_search(world.db, world.model, Query(queries[0], {}),
                               SearchRequest(k=K, where=where, save=False, nprobe=nprobe))
         row["planner"]["strategy"] = probe.params.get("strategy")
-        for plan in PLANS:
+
+        # One level down, without the engine: the planner's neighbours for k (ids, distances, and
+        # for broad filters the metadata) against pgvector's query alone (ids and distances).
+        def planner_ids(q: npt.NDArray[np.float32], where: str = where) -> list[int]:
+            (ids, _), _info = faiss_neighbours(world.db, world.model, record, q, depth, nprobe=nprobe,
+                                               frame_filter=FrameFilter(world.db, where, world.model.id), wanted=K)
+            return ids[:K].tolist()
+
+        def pg_ids(ef: int, where: str = where) -> Callable[[npt.NDArray[np.float32]], list[int]]:
+            return lambda q: pgvector_neighbours(world.db, world.model, q, K, ef_search=ef, where=where)[0].tolist()
+
+        row.update(interleaved(queries, truth, {"planner_ids": planner_ids,
+                                                **{f"pgvector_ef{ef}": pg_ids(ef) for ef in efs}}))
+        for plan in PLANS:  # each plan forced (no k: the filter-candidates plan checks all its candidates)
             latencies, recalls = [], []
             for q, t in zip(queries, truth, strict=True):
                 def run(q: npt.NDArray[np.float32] = q) -> Any:
@@ -184,9 +209,6 @@ def filtered(world: World, record: IndexRecord, queries: npt.NDArray[np.float32]
                 latencies.append(ms)
                 recalls.append(recall(ids[:K].tolist(), t.tolist()))
             row[plan] = {"recall_at_10": round(float(np.mean(recalls)), 4), **percentiles(latencies)}
-        for ef in efs:  # pgvector's query alone (ids and distances), as the forced plans above
-            r, latencies = pg_recall_at(world, ef, queries, truth, where)
-            row[f"pgvector_ef{ef}"] = {"recall_at_10": round(r, 4), **percentiles(latencies)}
         out[label] = row
         logger.info("filtered %s: %s", label, json.dumps(row))
     return out
@@ -385,10 +407,11 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
                      f"(extrapolated) | {r['ratios'].get('knn_graph_pgvector_over_faiss', '-')}x |")
         lines += ["", "Filtered: recall@10 / p50 / p95 ms. `planner` and `pgvector engine`: engine.search, the same "
                   "contract (registry read, search, k hits with their metadata); `planner cold`: the planner "
-                  "forgets the filter's pass rate before each query. The faiss plans (forced) and `pgvector ids` "
-                  "return ids only:", "",
-                  "| selectivity | planner | planner cold | pgvector engine | " + " | ".join(PLANS)
-                  + " | pgvector ids |", "|---" * (5 + len(PLANS)) + "|"]
+                  "forgets the filter's pass rate before each query. `planner ids` (the planner's neighbours for k, "
+                  "without the engine) and `pgvector ids` (its query alone): ids and distances, interleaved too. "
+                  "Then each faiss plan forced:", "",
+                  "| selectivity | planner | planner cold | pgvector engine | planner ids | pgvector ids | "
+                  + " | ".join(PLANS) + " |", "|---" * (6 + len(PLANS)) + "|"]
         for label, row in f.get("filtered", {}).items():
             def cell(c: dict[str, Any]) -> str:
                 return f"{c['recall_at_10']} / {c['p50_ms']} / {c['p95_ms']}"
@@ -397,9 +420,11 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
                 return "; ".join(f"ef {key.removeprefix(prefix)}: {cell(v)}" for key, v in row.items()
                                  if key.startswith(prefix)) or "-"
             cold = row.get("planner_cold")
+            ids = row.get("planner_ids")
             lines.append(f"| {label} | {cell(row['planner'])} {row['planner'].get('strategy')} | "
                          f"{cell(cold) if cold else '-'} | {pg_cells('pgvector_engine_ef')} | "
-                         + " | ".join(cell(row[plan]) for plan in PLANS) + f" | {pg_cells('pgvector_ef')} |")
+                         f"{cell(ids) if ids else '-'} | {pg_cells('pgvector_ef')} | "
+                         + " | ".join(cell(row[plan]) for plan in PLANS) + " |")
         lines += ["", "Held-out tuning: faiss " + json.dumps(f["held_out_tuning"]) + "; pgvector "
                   + json.dumps(p.get("held_out_tuning")), ""]
         if p.get("note"):
