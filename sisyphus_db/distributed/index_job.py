@@ -93,7 +93,19 @@ def run_ray_index_build(db: Database, model: StoredModel, *, address: str | None
                         factory: str = "auto", train_size: int | None = None, device: str = "auto",
                         target_recall: float = DEFAULT_TARGET_RECALL, progress: Progress | None = None,
                         worker_url: str | None = None) -> ShardedBuildReport:
-    """Train on the driver, add the shards on Ray, merge, then register exactly like `index build`."""
+    """Train on the driver, add the shards on Ray, merge, then register exactly like `index build`
+    (holding the same sidecar lock: one writer of the model's index at a time)."""
+    from sisyphus_db.search.sidecar_lock import sidecar_writer
+
+    with sidecar_writer(db, model, "frames"):
+        return _ray_index_build(db, model, address=address, shards=shards, factory=factory, train_size=train_size,
+                                device=device, target_recall=target_recall, progress=progress,
+                                worker_url=worker_url)
+
+
+def _ray_index_build(db: Database, model: StoredModel, *, address: str | None, shards: int | None, factory: str,
+                     train_size: int | None, device: str, target_recall: float, progress: Progress | None,
+                     worker_url: str | None) -> ShardedBuildReport:
     import faiss
 
     from sisyphus_db.ann.device import resolve_faiss_device

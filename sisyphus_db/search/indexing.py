@@ -23,6 +23,7 @@ from sisyphus_db.ann.refine import RefineFiles, open_refine
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.refine_sidecar import (
+    drop_leftovers,
     drop_refine,
     refine_files,
     refine_from_table,
@@ -30,6 +31,7 @@ from sisyphus_db.search.refine_sidecar import (
     verify_refine,
     write_new_refine,
 )
+from sisyphus_db.search.sidecar_lock import sidecar_writer
 from sisyphus_db.store.indexes import (
     IndexRecord,
     delete_index,
@@ -121,13 +123,22 @@ def build_faiss_index(
     kind: str = FRAMES.kind,
 ) -> BuildReport:
     """Train, add every vector under its id (frame id, region id, ...), tune nprobe and rerank depth,
-    write, register under (model, faiss, kind)."""
+    write, register under (model, faiss, kind). One writer of the sidecar at a time (`sidecar_lock`)."""
+    if not 0.0 < target_recall <= 1.0:
+        raise InputError(f"--target-recall must be in (0, 1], got {target_recall}")
+    with sidecar_writer(db, model, kind):
+        return _build_faiss_index(db, model, factory=factory, train_size=train_size, device=device,
+                                  target_recall=target_recall, memory_budget_bytes=memory_budget_bytes,
+                                  progress=progress, kind=kind)
+
+
+def _build_faiss_index(db: Database, model: StoredModel, *, factory: str, train_size: int | None, device: str,
+                       target_recall: float, memory_budget_bytes: int | None, progress: Progress | None,
+                       kind: str) -> BuildReport:
     from sisyphus_db.ann.build import build_index
     from sisyphus_db.ann.device import resolve_faiss_device
     from sisyphus_db.ann.factory import choose_factory
 
-    if not 0.0 < target_recall <= 1.0:
-        raise InputError(f"--target-recall must be in (0, 1], got {target_recall}")
     table = vector_table(kind)
     where = resolve_faiss_device(device)
     started = time.perf_counter()
@@ -161,6 +172,7 @@ def finish_faiss_build(db: Database, model: StoredModel, index: Any, ids: np.nda
                        refine: RefineFiles | None = None) -> BuildReport:
     """Tune, write (atomically), write the refine store and register a filled index: the tail of
     every faiss build, local or sharded (sisyphus_db.distributed.index_job). ids ascending.
+    The caller holds the sidecar lock (`sidecar_lock.sidecar_writer`).
 
     `refine`: the store already written from these ids and vectors (a local build streams
     the table into it first); it is deleted if the build fails before it is registered."""
@@ -197,6 +209,7 @@ def finish_faiss_build(db: Database, model: StoredModel, index: Any, ids: np.nda
     forget_loaded(path)
     if previous is not None:
         drop_refine(refine_files(previous))
+    drop_leftovers(path, refine)  # the caller holds the sidecar lock
     table = [{"nprobe": row.nprobe, "rerank_k": row.rerank_k, "recall_at_10": row.recall_at_10}
              for row in tuned.table]
     return BuildReport(record, int(ids.size), seconds, table, tuned.reached)
@@ -212,6 +225,11 @@ class UpdateReport:
 def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress | None = None,
                        kind: str = FRAMES.kind) -> UpdateReport:
     """Add the rows above the watermark and remove deleted ones, without retraining."""
+    with sidecar_writer(db, model, kind):
+        return _update_faiss_index(db, model, progress=progress, kind=kind)
+
+
+def _update_faiss_index(db: Database, model: StoredModel, *, progress: Progress | None, kind: str) -> UpdateReport:
     from sisyphus_db.ann.build import add_vectors, index_ids, remove_ids
     from sisyphus_db.ann.files import read_index, write_index_atomic
 
@@ -230,12 +248,17 @@ def update_faiss_index(db: Database, model: StoredModel, *, progress: Progress |
         return UpdateReport(record, 0, 0)
     # The refine store follows the index: old rows minus the deleted frames, plus the new ones.
     refine = updated_refine(db, model, record, ids, vectors, gone, before, table=table)
-    sha256 = write_index_atomic(index, Path(str(record.path)))
-    forget_loaded(Path(str(record.path)))
-    updated = update_index(db, record.id, sha256=sha256, ntotal=int(index.ntotal),
-                           watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready",
-                           params={**record.params, "refine": refine.to_params()})
+    try:
+        sha256 = write_index_atomic(index, Path(str(record.path)))
+        forget_loaded(Path(str(record.path)))
+        updated = update_index(db, record.id, sha256=sha256, ntotal=int(index.ntotal),
+                               watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready",
+                               params={**record.params, "refine": refine.to_params()})
+    except BaseException:
+        drop_refine(refine)  # never registered
+        raise
     drop_refine(refine_files(record))
+    drop_leftovers(Path(str(record.path)), refine)
     return UpdateReport(updated, int(ids.size), int(removed))
 
 
@@ -296,6 +319,13 @@ def verify_faiss_index(db: Database, model: StoredModel, *, full: bool = False,
 
 
 def drop_index(db: Database, model: StoredModel, backend: str, kind: str = FRAMES.kind) -> IndexRecord:
+    if backend != "faiss":
+        return _drop_index(db, model, backend, kind)
+    with sidecar_writer(db, model, kind):
+        return _drop_index(db, model, backend, kind)
+
+
+def _drop_index(db: Database, model: StoredModel, backend: str, kind: str) -> IndexRecord:
     record = find_index(db, model.id, backend, kind)
     if record is None:
         of = "" if kind == FRAMES.kind else f" of {kind}"
