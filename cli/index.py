@@ -147,7 +147,8 @@ def verify(ctx: typer.Context, model: ModelOption = None, kind: KindOption = "fr
            full: Annotated[bool, typer.Option("--full", help="Compare every refine vector with the table "
                                               "(default: a random sample).")] = False) -> None:
     """Check the faiss file and its refine vectors (checksums, ids, values) against the registry and the table."""
-    from sisyphus_db.search.indexing import build_command, resolve_model, verify_faiss_index
+    from sisyphus_db.search.index_verify import verify_faiss_index
+    from sisyphus_db.search.indexing import build_command, resolve_model
 
     _check_kind(kind)
     with database(ctx) as db:

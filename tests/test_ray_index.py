@@ -17,7 +17,8 @@ from sisyphus_db.db.database import Database, open_database
 from sisyphus_db.distributed.cluster import DistributedError
 from sisyphus_db.distributed.index_job import FAIL_SHARD_ENV, run_ray_index_build, shard_ranges
 from sisyphus_db.distributed.knn_job import run_ray_knn_graph
-from sisyphus_db.search.indexing import build_faiss_index, load_faiss_index, verify_faiss_index
+from sisyphus_db.search.index_verify import verify_faiss_index
+from sisyphus_db.search.indexing import build_faiss_index, load_faiss_index
 from sisyphus_db.store.indexes import find_index
 from sisyphus_db.search.knn_graph import build_knn_graph
 from vector_data import add_frames, make_corpus

@@ -16,7 +16,8 @@ from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, DeviceError, InputError
 from sisyphus_db.search.backends import exact_neighbours, pgvector_neighbours
 from sisyphus_db.search.engine import SearchRequest, search
-from sisyphus_db.search.indexing import build_faiss_index, drop_index, update_faiss_index, verify_faiss_index
+from sisyphus_db.search.index_verify import verify_faiss_index
+from sisyphus_db.search.indexing import build_faiss_index, drop_index, update_faiss_index
 from sisyphus_db.search.pgvector_index import build_pgvector_index, hnsw_index_name
 from sisyphus_db.search.queries import Query
 from sisyphus_db.store.indexes import find_index

@@ -17,7 +17,8 @@ from sisyphus_db.ann.search import search as ann_search
 from sisyphus_db.db.database import Database
 from sisyphus_db.search.engine import SearchRequest, search
 from sisyphus_db.search.faiss_plans import bulk_neighbours
-from sisyphus_db.search.indexing import build_faiss_index, drop_index, update_faiss_index, verify_faiss_index
+from sisyphus_db.search.index_verify import verify_faiss_index
+from sisyphus_db.search.indexing import build_faiss_index, drop_index, update_faiss_index
 from sisyphus_db.search.knn_graph import build_knn_graph
 from sisyphus_db.search.queries import Query
 from sisyphus_db.search.refine_sidecar import load_refine

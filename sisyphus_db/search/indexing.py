@@ -23,14 +23,13 @@ from sisyphus_db.ann.refine import RefineFiles, open_refine
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.refine_sidecar import (
-    drop_leftovers,
     drop_refine,
     refine_files,
     refine_from_table,
     updated_refine,
-    verify_refine,
     write_new_refine,
 )
+from sisyphus_db.search.sidecar_files import drop_leftovers, new_index_file
 from sisyphus_db.search.sidecar_lock import sidecar_writer
 from sisyphus_db.store.indexes import (
     IndexRecord,
@@ -43,7 +42,6 @@ from sisyphus_db.store.indexes import (
 from sisyphus_db.store.registry import StoredModel, find_model, stored_models
 from sisyphus_db.store.vectors import (
     FRAMES,
-    VectorTable,
     frame_ids_of_model,
     model_vectors,
     vector_table,
@@ -94,11 +92,6 @@ def index_path(db: Database, model: StoredModel, kind: str = FRAMES.kind) -> Pat
 def build_command(kind: str = FRAMES.kind, verb: str = "build") -> str:
     """The command that builds (or updates) an index of this kind, for error messages."""
     return f"sisyphus index {verb}" + ("" if kind == FRAMES.kind else f" --kind {kind}")
-
-
-def _what(table: VectorTable) -> str:
-    """How messages name the table's rows: frames, or e.g. regions."""
-    return "frames" if table is FRAMES else table.kind
 
 
 @dataclass
@@ -180,6 +173,7 @@ def finish_faiss_build(db: Database, model: StoredModel, index: Any, ids: np.nda
     from sisyphus_db.ann.tune import tune
 
     where = device
+    path: Path | None = None
     try:
         # The rerank reads the refine store in memory (~1 us a candidate, ~16 scanned PQ codes),
         # not PostgreSQL (tune's default weight): deeper reranks with fewer probes now win.
@@ -188,28 +182,28 @@ def finish_faiss_build(db: Database, model: StoredModel, index: Any, ids: np.nda
         if not tuned.reached:
             logger.warning("%s reached recall@10 %.3f, below the target %.2f, at its widest setting",
                            factory, tuned.recall_at_10, target_recall)
-        path = index_path(db, model, kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        base = index_path(db, model, kind)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        path = new_index_file(base)
         sha256 = write_index_atomic(index, path)
         previous = find_index(db, model.id, "faiss", kind)
         if refine is None:
-            refine = write_new_refine(path, ids, vectors)  # ids come ascending from model_vectors
+            refine = write_new_refine(base, ids, vectors)  # ids come ascending from model_vectors
+        seconds = time.perf_counter() - started
+        record = save_index(
+            db, model_id=model.id, backend="faiss", kind=kind, factory=factory, metric=METRIC, path=str(path),
+            sha256=sha256, ntotal=int(index.ntotal), watermark=int(ids.max()),
+            params={"nprobe": tuned.nprobe, "rerank_k": tuned.rerank_k, "target_recall": target_recall,
+                    "reached": tuned.reached, "train_size": train_size, "tune_seconds": round(tuned.seconds, 3),
+                    "refine": refine.to_params()},
+            recall_at_10=tuned.recall_at_10, build_seconds=seconds, device=where, state="ready",
+        )
     except BaseException:
-        drop_refine(refine)
+        _discard_unregistered(db, model, kind, path, refine)
         raise
-    seconds = time.perf_counter() - started
-    record = save_index(
-        db, model_id=model.id, backend="faiss", kind=kind, factory=factory, metric=METRIC, path=str(path), sha256=sha256,
-        ntotal=int(index.ntotal), watermark=int(ids.max()),
-        params={"nprobe": tuned.nprobe, "rerank_k": tuned.rerank_k, "target_recall": target_recall,
-                "reached": tuned.reached, "train_size": train_size, "tune_seconds": round(tuned.seconds, 3),
-                "refine": refine.to_params()},
-        recall_at_10=tuned.recall_at_10, build_seconds=seconds, device=where, state="ready",
-    )
-    forget_loaded(path)
     if previous is not None:
-        drop_refine(refine_files(previous))
-    drop_leftovers(path, refine)  # the caller holds the sidecar lock
+        _drop_generation(previous)
+    drop_leftovers(base, [path, *refine.paths()])  # the caller holds the sidecar lock
     table = [{"nprobe": row.nprobe, "rerank_k": row.rerank_k, "recall_at_10": row.recall_at_10}
              for row in tuned.table]
     return BuildReport(record, int(ids.size), seconds, table, tuned.reached)
@@ -247,75 +241,47 @@ def _update_faiss_index(db: Database, model: StoredModel, *, progress: Progress 
     if ids.size == 0 and removed == 0 and refine_files(record) is not None:
         return UpdateReport(record, 0, 0)
     # The refine store follows the index: old rows minus the deleted frames, plus the new ones.
+    # Both are a new generation: the registered files stay as they are until the row switches.
+    base = index_path(db, model, kind)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    path = new_index_file(base)
     refine = updated_refine(db, model, record, ids, vectors, gone, before, table=table)
     try:
-        sha256 = write_index_atomic(index, Path(str(record.path)))
-        forget_loaded(Path(str(record.path)))
-        updated = update_index(db, record.id, sha256=sha256, ntotal=int(index.ntotal),
+        sha256 = write_index_atomic(index, path)
+        updated = update_index(db, record.id, path=str(path), sha256=sha256, ntotal=int(index.ntotal),
                                watermark=max(record.watermark, int(ids.max()) if ids.size else 0), state="ready",
                                params={**record.params, "refine": refine.to_params()})
     except BaseException:
-        drop_refine(refine)  # never registered
+        _discard_unregistered(db, model, kind, path, refine)
         raise
-    drop_refine(refine_files(record))
-    drop_leftovers(Path(str(record.path)), refine)
+    _drop_generation(record)
+    drop_leftovers(base, [path, *refine.paths()])
     return UpdateReport(updated, int(ids.size), int(removed))
 
 
-@dataclass
-class VerifyReport:
-    record: IndexRecord
-    problems: list[str]
-    pending: int
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+def _drop_generation(record: IndexRecord) -> None:
+    """Delete the files of a generation the registry no longer names (a reader that mapped
+    them finishes on them)."""
+    if record.path:
+        Path(record.path).unlink(missing_ok=True)
+        forget_loaded(Path(record.path))
+    drop_refine(refine_files(record))
 
 
-def verify_faiss_index(db: Database, model: StoredModel, *, full: bool = False,
-                       kind: str = FRAMES.kind) -> VerifyReport:
-    """Check the file against its registry row and its ids against the table; say what differs.
-
-    The refine store is checked too: its checksums, its ids against the index, and its
-    vectors against the table (a random sample, or every row with full=True).
-    """
-    from sisyphus_db.ann.build import index_ids
-    from sisyphus_db.ann.files import file_sha256, read_index
-
-    table = vector_table(kind)
-    record = require_faiss_record(db, model, kind)
-    path = Path(str(record.path))
-    problems: list[str] = []
-    if not path.exists():
-        return VerifyReport(record, [f"index file {path} is missing: rebuild with `{build_command(kind)}`"], 0)
-    actual = file_sha256(path)
-    if actual != record.sha256:
-        problems.append(f"index file {path} has sha256 {actual[:12]}, the registry says {str(record.sha256)[:12]}: "
-                        "it was changed or replaced")
+def _discard_unregistered(db: Database, model: StoredModel, kind: str, path: Path | None,
+                          refine: RefineFiles | None) -> None:
+    """After a failed build or update: delete its new files, unless the registry names them after
+    all (the failure came after the row was written) or cannot be asked (then the next
+    writer removes them as leftovers)."""
     try:
-        index = read_index(path, mmap=True)
-    except AnnIndexError as exc:
-        return VerifyReport(record, [*problems, str(exc)], 0)
-    if int(index.ntotal) != record.ntotal:
-        problems.append(f"the file holds {index.ntotal} vectors, the registry says {record.ntotal}")
-    in_index = index_ids(index)
-    in_table = frame_ids_of_model(db, model.id, table)
-    covered = in_table[in_table <= record.watermark]
-    missing = np.setdiff1d(covered, in_index)
-    stale = np.setdiff1d(in_index, in_table)
-    pending = int((in_table > record.watermark).sum())
-    if missing.size:
-        problems.append(f"{missing.size} {_what(table)} at or below the watermark {record.watermark} are missing "
-                        f"from the index (e.g. {_sample(missing)}): rebuild with `{build_command(kind)}`")
-    if stale.size:
-        problems.append(f"{stale.size} ids in the index are no longer in the table (e.g. {_sample(stale)}): "
-                        f"run `{build_command(kind, 'update')}`")
-    duplicates = in_index.size - np.unique(in_index).size
-    if duplicates:
-        problems.append(f"{duplicates} ids are stored more than once in the index")
-    problems += verify_refine(db, model, record, in_index, full=full, table=table)
-    return VerifyReport(record, problems, pending)
+        current = find_index(db, model.id, "faiss", kind)
+    except Exception:  # noqa: BLE001 - the database is gone: keep the files rather than guess
+        return
+    if current is not None and path is not None and current.path == str(path):
+        return
+    if path is not None:
+        path.unlink(missing_ok=True)
+    drop_refine(refine)
 
 
 def drop_index(db: Database, model: StoredModel, backend: str, kind: str = FRAMES.kind) -> IndexRecord:
@@ -330,10 +296,9 @@ def _drop_index(db: Database, model: StoredModel, backend: str, kind: str) -> In
     if record is None:
         of = "" if kind == FRAMES.kind else f" of {kind}"
         raise AnnIndexError(f"there is no {backend} index{of} for {model.name}")
-    if backend == "faiss" and record.path:
-        Path(record.path).unlink(missing_ok=True)
-        forget_loaded(Path(record.path))
-        drop_refine(refine_files(record))
+    if backend == "faiss":
+        _drop_generation(record)
+        drop_leftovers(index_path(db, model, kind), [])  # under the sidecar lock
     if backend == "pgvector":
         from sisyphus_db.search.pgvector_index import drop_hnsw
 
@@ -401,7 +366,3 @@ def _stage(progress: Progress | None, stage: str, total: int | None = None) -> C
     if progress is None:
         return None
     return lambda advance: progress(stage, advance, total)
-
-
-def _sample(ids: np.ndarray, count: int = 5) -> str:
-    return ", ".join(str(int(i)) for i in ids[:count])

@@ -10,10 +10,7 @@ PostgreSQL stays the truth: `verify_refine` compares the stored vectors with the
 from __future__ import annotations
 
 import contextlib
-import glob
-import logging
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from sisyphus_db.ann.refine import (
 )
 from sisyphus_db.db.database import Database
 from sisyphus_db.errors import AnnIndexError
+from sisyphus_db.search.sidecar_files import new_generation
 from sisyphus_db.store.indexes import IndexRecord
 from sisyphus_db.store.registry import StoredModel
 from sisyphus_db.store.vectors import (
@@ -44,8 +42,6 @@ from sisyphus_db.store.vectors import (
     vectors_by_id,
 )
 
-logger = logging.getLogger(__name__)
-
 VERIFY_SAMPLE = 2_000  # rows compared with the table by a default `index verify`
 
 
@@ -56,23 +52,7 @@ def refine_files(record: IndexRecord) -> RefineFiles | None:
 
 def _new_stem(index_path: Path) -> Path:
     """The stem of a new generation of the index's refine store (a fresh name each time)."""
-    return refine_stem(index_path, uuid.uuid4().hex[:10])
-
-
-def drop_leftovers(index_path: Path, keep: RefineFiles) -> list[Path]:
-    """Delete the files a killed build or update of this index left behind: refine generations
-    other than `keep` (the registered one) and temporary index files. A writer that fails
-    normally removes its own; a SIGKILL or a power cut cannot. Only under the sidecar lock
-    (`sidecar_lock.sidecar_writer`): then nobody else is writing them."""
-    kept = {path.resolve() for path in keep.paths()}
-    name = glob.escape(index_path.name)
-    leftovers = [path for path in (*index_path.parent.glob(f"{name}.refine-*"), *index_path.parent.glob(f".{name}.*.tmp"))
-                 if path.resolve() not in kept]
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    if leftovers:
-        logger.info("removed %d files left behind by an interrupted build of %s", len(leftovers), index_path.name)
-    return leftovers
+    return refine_stem(index_path, new_generation())
 
 
 def write_new_refine(index_path: Path, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> RefineFiles:
