@@ -120,15 +120,18 @@ def test_a_failed_shard_leaves_the_registered_index_as_it_was(ray_session: None,
 def test_an_unreachable_address_fails_fast_and_changes_nothing(db: Database, fresh_database_url: str) -> None:
     corpus = make_corpus(db, n=500, d=D, n_sources=5, n_queries=5)
     before = build_faiss_index(db, corpus.model, factory="Flat").record
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    started = time.perf_counter()
-    with pytest.raises(DistributedError, match=f"^cannot reach the Ray cluster at 127.0.0.1:{port}"):
-        run_ray_index_build(db, corpus.model, address=f"127.0.0.1:{port}", worker_url=fresh_database_url)
-    with pytest.raises(DistributedError, match=f"^cannot reach the Ray cluster at 127.0.0.1:{port}"):
-        run_ray_knn_graph(db, corpus.model, address=f"127.0.0.1:{port}", worker_url=fresh_database_url)
-    assert time.perf_counter() - started < 15
+    # A loopback port nobody listens on, kept bound (not listening) for the whole test: released
+    # early, another process (the session's Ray cluster starts many) could take it, and the
+    # probe would then find something listening there.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        started = time.perf_counter()
+        with pytest.raises(DistributedError, match=f"^cannot reach the Ray cluster at 127.0.0.1:{port}"):
+            run_ray_index_build(db, corpus.model, address=f"127.0.0.1:{port}", worker_url=fresh_database_url)
+        with pytest.raises(DistributedError, match=f"^cannot reach the Ray cluster at 127.0.0.1:{port}"):
+            run_ray_knn_graph(db, corpus.model, address=f"127.0.0.1:{port}", worker_url=fresh_database_url)
+        assert time.perf_counter() - started < 15
     after = find_index(db, corpus.model.id, "faiss")
     assert after is not None and (after.id, after.sha256) == (before.id, before.sha256)
     with psycopg.connect(fresh_database_url) as conn:

@@ -122,12 +122,12 @@ def test_similarity_key_frames_are_refused_on_ray(tmp_path: Path, fresh_database
 
 
 def test_an_unreachable_ray_address_fails_in_one_line_and_fast() -> None:
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with pytest.raises(DistributedError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
-        with ray_cluster(f"127.0.0.1:{port}"):
-            pass
+    with socket.socket() as reserved:  # a loopback port nobody listens on, kept bound so nobody takes it
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        with pytest.raises(DistributedError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+            with ray_cluster(f"127.0.0.1:{port}"):
+                pass
     with pytest.raises(DistributedError, match="HOST:PORT"):
         with ray_cluster("no-port-here"):
             pass
