@@ -46,6 +46,11 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def file_slug(name: str) -> str:
+    """A name made safe for a file or folder name (index files, per-database folders)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+
+
 def first_line(exc: BaseException) -> str:
     """The first meaningful line of a driver error, for one-line messages."""
     origin = getattr(exc, "orig", None) or exc
@@ -78,7 +83,7 @@ class Database:
         """Where this database's index files go: a folder per database name under the home's
         `indexes/`, so two databases sharing one home never overwrite each other's files."""
         name = sa.engine.make_url(sqlalchemy_url(self.url)).database or "default"
-        return self.settings.index_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+        return self.settings.index_dir / file_slug(name)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

@@ -87,18 +87,6 @@ def ray_cluster(requested: str | None, *, num_cpus: int | None = None) -> Iterat
         ray.shutdown()
 
 
-def abandon(refs: list[Any]) -> None:
-    """Drop the other tasks of a job that failed: they finish on their own and their results are
-    freed with the references (nothing they return is registered), or end with the cluster
-    when this run started it.
-
-    Not `ray.cancel(ref, force=True)`: in Ray 2.x a task force-cancelled while it is completing
-    trips a check in the driver ("Tried to complete task that was not pending") that aborts
-    the whole process; it ended a test run here instead of the one-line error.
-    """
-    refs.clear()
-
-
 def _info(ray: Any, address: str, *, started_here: bool) -> ClusterInfo:
     resources = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))

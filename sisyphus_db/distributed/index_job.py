@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sisyphus_db.db.database import Database
-from sisyphus_db.distributed.cluster import DistributedError, abandon, ray_cluster, worker_database_url
+from sisyphus_db.distributed.cluster import DistributedError, ray_cluster, worker_database_url
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.indexing import DEFAULT_TARGET_RECALL, BuildReport, Progress, finish_faiss_build
 from sisyphus_db.store.registry import StoredModel
@@ -165,7 +165,9 @@ def _add_shards(url: str, home: str, model: StoredModel, empty: npt.NDArray[np.u
                 progress("add shards", 1, len(refs))
         return out
     except ray.exceptions.RayError as exc:
-        abandon(refs)
+        # The other shards are left to finish and their results dropped. Not ray.cancel(force=True):
+        # a task force-cancelled while completing aborts the driver in Ray 2.x ("Tried to complete
+        # task that was not pending"), which once ended a whole test run.
         cause = str(getattr(exc, "cause", None) or exc).strip().splitlines()
         raise DistributedError(f"a shard task failed, nothing was registered: {cause[-1] if cause else exc}") from None
 

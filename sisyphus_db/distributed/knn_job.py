@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sisyphus_db.db.database import Database
-from sisyphus_db.distributed.cluster import DistributedError, abandon, ray_cluster, worker_database_url
+from sisyphus_db.distributed.cluster import DistributedError, ray_cluster, worker_database_url
 from sisyphus_db.search.indexing import require_faiss_record
 from sisyphus_db.search.knn_graph import KnnGraphReport, _ranks_within_groups, _store_edges
 from sisyphus_db.store.registry import StoredModel
@@ -71,7 +71,7 @@ def run_ray_knn_graph(db: Database, model: StoredModel, *, k: int = 10, nprobe: 
         try:
             parts: list[Edges] = ray.get(refs)
         except ray.exceptions.RayError as exc:
-            abandon(refs)
+            # The other tasks are left to finish, as in index_job._add_shards (never force-cancelled).
             cause = str(getattr(exc, "cause", None) or exc).strip().splitlines()
             raise DistributedError(f"a k-NN task failed, the stored graph is unchanged: "
                                    f"{cause[-1] if cause else exc}") from None

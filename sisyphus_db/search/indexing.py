@@ -9,7 +9,6 @@ expression index on the model's partition, is built in `pgvector_index`.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sisyphus_db.ann.refine import RefineFiles, open_refine
-from sisyphus_db.db.database import Database
+from sisyphus_db.db.database import Database, file_slug
 from sisyphus_db.errors import AnnIndexError, InputError
 from sisyphus_db.search.refine_sidecar import (
     drop_refine,
@@ -84,9 +83,8 @@ def resolve_model(db: Database, name: str | None) -> StoredModel:
 
 
 def index_path(db: Database, model: StoredModel, kind: str = FRAMES.kind) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:60]
     suffix = "" if kind == FRAMES.kind else f"-{kind}"
-    return db.index_dir / f"{slug}-{model.id}{suffix}.faiss"
+    return db.index_dir / f"{file_slug(model.name)}-{model.id}{suffix}.faiss"
 
 
 def build_command(kind: str = FRAMES.kind, verb: str = "build") -> str:

@@ -1,10 +1,10 @@
 """One writer of a model's faiss sidecar at a time.
 
 `index build` (local or on Ray), `index update` and `index drop` hold a PostgreSQL
-advisory lock, on a connection of their own, for as long as they run. Two builds of one
-model at once would both write `<model>-<id>.faiss` and register their own refine store,
-and the registry could then name a checksum the file no longer has. The second writer
-fails at once with one clear line instead of waiting behind a build that may take minutes.
+advisory lock, on a connection of their own, for as long as they run. Two writers of one
+model at once would each delete the generation the other registers (the previous one, to
+them) or is still writing. The second writer fails at once with one clear line instead of
+waiting behind a build that may take minutes.
 
 Holding the lock also makes it safe to delete what a killed writer left behind (its
 refine generation, its temporary index file): nobody else is writing them.

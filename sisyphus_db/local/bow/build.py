@@ -8,7 +8,6 @@ inverted file is rebuilt from `bow_frames` (the truth) and registered.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from sisyphus_db.db.database import Database
+from sisyphus_db.db.database import Database, file_slug
 from sisyphus_db.db.models import BowFrame, BowVocabulary
 from sisyphus_db.errors import InputError, MediaError
 from sisyphus_db.local.bow.invfile import build_inverted_file, write_inverted_file
@@ -108,8 +107,7 @@ def _maps(embedder: Any, frames: list[PendingFrame], batch_size: int
 
 
 def _vocabulary_path(db: Database, model: StoredModel, layer: str, suffix: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:60]
-    return db.index_dir / f"{slug}-{model.id}-bow-{layer}{suffix}"
+    return db.index_dir / f"{file_slug(model.name)}-{model.id}-bow-{layer}{suffix}"
 
 
 def build_bow(db: Database, model: StoredModel, *, words: int | None = None, layer: str = "last",
